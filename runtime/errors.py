@@ -1,0 +1,169 @@
+"""The one rooted error hierarchy every Canistry service raises.
+
+Domain code raises these; only the edges translate them. A servicer's error
+becomes a gRPC status plus a stable ``canistry-error`` trailer (see
+``runtime.rpc``), and a client turns a ``grpc.aio.AioRpcError`` back into the
+same class with :func:`from_rpc_error`, so a caller one hop away can catch
+``DailyLimitExceeded`` rather than parse status strings.
+
+    CanistryError
+    ├── InvalidArgument          INVALID_ARGUMENT     bad input of any kind
+    │   └── BadContentPack       INVALID_ARGUMENT     a pack rejected whole
+    ├── NotFound                 NOT_FOUND
+    │   ├── UnknownUnit
+    │   └── UnknownUser
+    ├── Conflict                 FAILED_PRECONDITION  state forbids it
+    │   ├── IdempotencyKeyReused  same key, different request
+    │   └── WrongShard           the user lives on another shard
+    ├── LimitExceeded            RESOURCE_EXHAUSTED
+    │   ├── DailyLimitExceeded
+    │   └── NoCapacity           every shard is full
+    ├── PermissionDenied         PERMISSION_DENIED
+    ├── Unavailable              UNAVAILABLE          a dependency is down
+    └── DeadlineExceeded         DEADLINE_EXCEEDED
+
+Anything else is a bug: the edge logs it whole and answers ``INTERNAL`` with
+nothing leaked.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+__all__ = [
+    "ERROR_TRAILER",
+    "BadContentPack",
+    "CanistryError",
+    "Conflict",
+    "DailyLimitExceeded",
+    "DeadlineExceeded",
+    "IdempotencyKeyReused",
+    "InvalidArgument",
+    "LimitExceeded",
+    "NoCapacity",
+    "NotFound",
+    "PermissionDenied",
+    "Unavailable",
+    "UnknownUnit",
+    "UnknownUser",
+    "WrongShard",
+    "from_rpc_error",
+]
+
+#: Trailing-metadata key that carries the stable error code across a hop.
+ERROR_TRAILER = "canistry-error"
+
+
+class CanistryError(Exception):
+    """Root of every error Canistry raises on purpose.
+
+    ``code`` is stable and machine-readable (the gateway builds problem
+    ``type`` URIs from it); the message is for humans.
+    """
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code.replace("-", " "))
+        self.message = message or self.code.replace("-", " ")
+
+
+class InvalidArgument(CanistryError):
+    code = "invalid-argument"
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class BadContentPack(InvalidArgument):
+    code = "bad-content-pack"
+
+
+class NotFound(CanistryError):
+    code = "not-found"
+    status = grpc.StatusCode.NOT_FOUND
+
+
+class UnknownUnit(NotFound):
+    code = "unknown-unit"
+
+
+class UnknownUser(NotFound):
+    code = "unknown-user"
+
+
+class Conflict(CanistryError):
+    code = "conflict"
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency-key-reused"
+
+
+class WrongShard(Conflict):
+    code = "wrong-shard"
+
+
+class LimitExceeded(CanistryError):
+    code = "limit-exceeded"
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DailyLimitExceeded(LimitExceeded):
+    code = "daily-limit-exceeded"
+
+
+class NoCapacity(LimitExceeded):
+    code = "no-capacity"
+
+
+class PermissionDenied(CanistryError):
+    code = "permission-denied"
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unavailable(CanistryError):
+    code = "unavailable"
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(CanistryError):
+    code = "deadline-exceeded"
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _all_subclasses(cls: type[CanistryError]) -> list[type[CanistryError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+_BY_CODE: dict[str, type[CanistryError]] = {c.code: c for c in _all_subclasses(CanistryError)}
+_BY_STATUS: dict[grpc.StatusCode, type[CanistryError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceeded,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+}
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> CanistryError:
+    """Turn a failed call back into the domain error the server raised.
+
+    The ``canistry-error`` trailer wins; without it the status code picks a
+    base class. An ``INTERNAL`` or unknown status becomes a plain
+    :class:`CanistryError`, so callers never see raw gRPC errors.
+    """
+    code = None
+    for key, value in exc.trailing_metadata() or ():
+        if key == ERROR_TRAILER:
+            code = value if isinstance(value, str) else value.decode()
+    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(exc.code(), CanistryError)
+    return cls(exc.details() or "")

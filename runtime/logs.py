@@ -1,0 +1,75 @@
+"""Structured JSON logs, with a request id carried across every hop.
+
+``configure(service)`` is called once per process. The request id lives in a
+context variable: the server side binds it from incoming gRPC metadata (or
+makes one), and the client side copies it into outgoing metadata, so one id
+follows a request through gateway, shard and content service.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import uuid
+
+import structlog
+
+__all__ = ["REQUEST_ID_HEADER", "configure", "current_request_id", "get_logger", "new_request_id"]
+
+REQUEST_ID_HEADER = "x-request-id"
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "canistry_request_id", default=None
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def bind_request_id(request_id: str) -> contextvars.Token[str | None]:
+    return _request_id.set(request_id)
+
+
+def reset_request_id(token: contextvars.Token[str | None]) -> None:
+    _request_id.reset(token)
+
+
+def _add_request_id(
+    _logger: object, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    rid = _request_id.get()
+    if rid is not None:
+        event.setdefault("request_id", rid)
+    return event
+
+
+def configure(service: str, *, level: str = "info") -> None:
+    """Send JSON lines to stderr, each tagged with ``service`` and the request id."""
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_request_id,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

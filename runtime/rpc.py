@@ -1,0 +1,280 @@
+"""Every gRPC server and channel in Canistry is made here.
+
+One place builds them so that transport policy (mutual TLS, deadlines,
+request ids, error mapping) changes in one module. A :class:`Server` carries
+the standard health and reflection services, the read-only ``Introspect``
+counters, and an edge that maps :class:`~runtime.errors.CanistryError` to a
+status code with the stable ``canistry-error`` trailer. Anything else a
+handler raises is logged whole and answered ``INTERNAL`` with nothing leaked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos import introspect_pb2, introspect_pb2_grpc
+from runtime import logs
+from runtime.errors import ERROR_TRAILER, CanistryError, DeadlineExceeded, Unavailable, from_rpc_error
+
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "Server",
+    "ServerConfig",
+    "ServiceBinding",
+    "make_channel",
+    "rpc_errors",
+    "wait_healthy",
+]
+
+log = logs.get_logger(__name__)
+
+#: Deadline applied to any call that does not set its own.
+DEFAULT_DEADLINE_S = 5.0
+
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how a service listens."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind; ``0.0.0.0`` inside containers."""
+    port: int = 0
+    """TCP port; 0 lets the OS pick one (read it from :attr:`Server.address`)."""
+    grace_s: float = 5.0
+    """How long in-flight calls may finish once a stop starts."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        if self.grace_s < 0:
+            raise ValueError("grace_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One servicer to serve: its full service name and how to add it."""
+
+    full_name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+class _Edge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Binds the request id, counts calls, and maps errors for every unary RPC."""
+
+    def __init__(self, counts: collections.Counter[str]) -> None:
+        self._counts = counts
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method: str = details.method
+        inner = handler.unary_unary
+        counts = self._counts
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = dict(context.invocation_metadata() or ())
+            token = logs.bind_request_id(
+                str(metadata.get(logs.REQUEST_ID_HEADER) or logs.new_request_id())
+            )
+            counts[method] += 1
+            try:
+                return await inner(request, context)
+            except CanistryError as exc:
+                log.info("rpc_error", method=method, code=exc.code, detail=exc.message)
+                context.set_trailing_metadata(((ERROR_TRAILER, exc.code),))
+                await context.abort(exc.status, exc.message)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("rpc_internal_error", method=method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                logs.reset_request_id(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _Introspect(introspect_pb2_grpc.IntrospectServicer):
+    def __init__(self, service: str, counts: collections.Counter[str]) -> None:
+        self._service = service
+        self._counts = counts
+
+    async def GetRpcCounts(
+        self, request: introspect_pb2.GetRpcCountsRequest, context: grpc.aio.ServicerContext
+    ) -> introspect_pb2.RpcCounts:
+        return introspect_pb2.RpcCounts(service=self._service, calls=dict(self._counts))
+
+
+class Server:
+    """A gRPC server with health, reflection and the Canistry edge.
+
+    ``start()`` binds and reports SERVING; :attr:`address` is valid after it.
+    ``stop()`` is idempotent: it reports NOT_SERVING, lets in-flight calls
+    finish within ``grace_s``, then closes.
+    """
+
+    def __init__(self, name: str, config: ServerConfig, bindings: Sequence[ServiceBinding]) -> None:
+        self.name = name
+        self.config = config
+        self.rpc_counts: collections.Counter[str] = collections.Counter()
+        self._server = grpc.aio.server(
+            interceptors=[_Edge(self.rpc_counts)],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        introspect_pb2_grpc.add_IntrospectServicer_to_server(
+            _Introspect(name, self.rpc_counts), self._server
+        )
+        self._names = [b.full_name for b in bindings]
+        for binding in bindings:
+            binding.add_to_server(self._server)
+        reflection.enable_server_reflection(
+            [
+                *self._names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                introspect_pb2.DESCRIPTOR.services_by_name["Introspect"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
+        )
+        self._port: int | None = None
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        if self._port is None:
+            raise RuntimeError("server not started")
+        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
+        return f"{host}:{self._port}"
+
+    async def start(self) -> None:
+        self._port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        if self._port == 0:
+            raise Unavailable(f"{self.name}: cannot bind {self.config.host}:{self.config.port}")
+        await self._server.start()
+        for name in ("", *self._names):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("server_started", server=self.name, address=self.address)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.config.grace_s)
+        log.info("server_stopped", server=self.name)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds the current request id and a default deadline to every call."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = list(details.metadata or ())
+        rid = logs.current_request_id()
+        if rid is not None:
+            metadata.append((logs.REQUEST_ID_HEADER, rid))
+        new_details = grpc.aio.ClientCallDetails(
+            method=details.method,
+            timeout=details.timeout if details.timeout is not None else DEFAULT_DEADLINE_S,
+            metadata=grpc.aio.Metadata(*metadata),
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+        )
+        return await continuation(new_details, request)
+
+
+def make_channel(address: str) -> grpc.aio.Channel:
+    """A long-lived channel to ``address`` with request-id propagation and default deadlines."""
+    return grpc.aio.insecure_channel(
+        address, options=_CHANNEL_OPTIONS, interceptors=[_ClientEdge()]
+    )
+
+
+@contextlib.asynccontextmanager
+async def rpc_errors(peer: str) -> AsyncIterator[None]:
+    """Translate failed calls inside the block into domain errors.
+
+    A status the peer raised on purpose comes back as its own class; a peer
+    that is down becomes :class:`Unavailable` naming ``peer``.
+    """
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and not _has_trailer(exc):
+            raise Unavailable(f"{peer} is unavailable") from exc
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise DeadlineExceeded(f"{peer} did not answer in time") from exc
+        raise from_rpc_error(exc) from exc
+
+
+def _has_trailer(exc: grpc.aio.AioRpcError) -> bool:
+    return any(k == ERROR_TRAILER for k, _ in (exc.trailing_metadata() or ()))
+
+
+async def wait_healthy(address: str, *, timeout_s: float = 10.0, service: str = "") -> None:
+    """Poll the standard health service until it says SERVING.
+
+    Raises :class:`Unavailable` if it does not within ``timeout_s``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with make_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        delay = 0.02
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() >= deadline:
+                raise Unavailable(f"{address} not healthy after {timeout_s:.1f}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
