@@ -368,6 +368,8 @@ class HubConfig(_message.Message):
     CONTENT_ADDRESS_FIELD_NUMBER: _builtins.int
     DAILY_ATTEMPT_LIMIT_FIELD_NUMBER: _builtins.int
     DAILY_TOKEN_LIMIT_FIELD_NUMBER: _builtins.int
+    SHARD_START_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    SHARD_COMMIT_PER_REQUEST_FIELD_NUMBER: _builtins.int
     cap: _builtins.int
     soft_limit: _builtins.int
     hard_limit: _builtins.int
@@ -381,6 +383,10 @@ class HubConfig(_message.Message):
     content_address: _builtins.str
     daily_attempt_limit: _builtins.int
     daily_token_limit: _builtins.int
+    shard_start_timeout_s: _builtins.float
+    """How long a new or restarted shard may take to report healthy."""
+    shard_commit_per_request: _builtins.bool
+    """Shards fsync each request alone instead of group-committing (benchmarks)."""
     def __init__(
         self,
         *,
@@ -397,10 +403,12 @@ class HubConfig(_message.Message):
         content_address: _builtins.str = ...,
         daily_attempt_limit: _builtins.int = ...,
         daily_token_limit: _builtins.int = ...,
+        shard_start_timeout_s: _builtins.float = ...,
+        shard_commit_per_request: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "min_shards", b"min_shards", "registry_address", b"registry_address", "scale_interval_s", b"scale_interval_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "min_shards", b"min_shards", "registry_address", b"registry_address", "scale_interval_s", b"scale_interval_s", "shard_commit_per_request", b"shard_commit_per_request", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

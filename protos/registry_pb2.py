@@ -24,29 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/registry.proto\x12\x14\x63\x61nistry.registry.v1\"\x9c\x01\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .canistry.registry.v1.ShardState\x12\r\n\x05users\x18\x04 \x01(\x04\x12\x12\n\nhard_limit\x18\x05 \x01(\x04\x12\x18\n\x10registered_at_ms\x18\x06 \x01(\x04\"\"\n\rAssignRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"Z\n\nAssignment\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x16\n\x0enewly_assigned\x18\x04 \x01(\x08\"\"\n\rLookupRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"9\n\x14RegisterShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x13\n\x11ListShardsRequest\"i\n\x0eShardDirectory\x12/\n\x06shards\x18\x01 \x03(\x0b\x32\x1f.canistry.registry.v1.ShardInfo\x12\x12\n\nsoft_limit\x18\x02 \x01(\x04\x12\x12\n\nhard_limit\x18\x03 \x01(\x04*W\n\nShardState\x12\x1b\n\x17SHARD_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SHARD_STATE_ACTIVE\x10\x01\x12\x14\n\x10SHARD_STATE_FULL\x10\x02\x32\xe7\x02\n\x08Registry\x12O\n\x06\x41ssign\x12#.canistry.registry.v1.AssignRequest\x1a .canistry.registry.v1.Assignment\x12O\n\x06Lookup\x12#.canistry.registry.v1.LookupRequest\x1a .canistry.registry.v1.Assignment\x12\\\n\rRegisterShard\x12*.canistry.registry.v1.RegisterShardRequest\x1a\x1f.canistry.registry.v1.ShardInfo\x12[\n\nListShards\x12\'.canistry.registry.v1.ListShardsRequest\x1a$.canistry.registry.v1.ShardDirectoryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/registry.proto\x12\x14\x63\x61nistry.registry.v1\"\xb6\x01\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .canistry.registry.v1.ShardState\x12\r\n\x05users\x18\x04 \x01(\x04\x12\x12\n\nhard_limit\x18\x05 \x01(\x04\x12\x18\n\x10registered_at_ms\x18\x06 \x01(\x04\x12\x18\n\x10registration_seq\x18\x07 \x01(\x04\"\"\n\rAssignRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"Z\n\nAssignment\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x16\n\x0enewly_assigned\x18\x04 \x01(\x08\"\"\n\rLookupRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"9\n\x14RegisterShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x13\n\x11ListShardsRequest\"i\n\x0eShardDirectory\x12/\n\x06shards\x18\x01 \x03(\x0b\x32\x1f.canistry.registry.v1.ShardInfo\x12\x12\n\nsoft_limit\x18\x02 \x01(\x04\x12\x12\n\nhard_limit\x18\x03 \x01(\x04*W\n\nShardState\x12\x1b\n\x17SHARD_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SHARD_STATE_ACTIVE\x10\x01\x12\x14\n\x10SHARD_STATE_FULL\x10\x02\x32\xe7\x02\n\x08Registry\x12O\n\x06\x41ssign\x12#.canistry.registry.v1.AssignRequest\x1a .canistry.registry.v1.Assignment\x12O\n\x06Lookup\x12#.canistry.registry.v1.LookupRequest\x1a .canistry.registry.v1.Assignment\x12\\\n\rRegisterShard\x12*.canistry.registry.v1.RegisterShardRequest\x1a\x1f.canistry.registry.v1.ShardInfo\x12[\n\nListShards\x12\'.canistry.registry.v1.ListShardsRequest\x1a$.canistry.registry.v1.ShardDirectoryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SHARDSTATE']._serialized_start=557
-  _globals['_SHARDSTATE']._serialized_end=644
+  _globals['_SHARDSTATE']._serialized_start=583
+  _globals['_SHARDSTATE']._serialized_end=670
   _globals['_SHARDINFO']._serialized_start=48
-  _globals['_SHARDINFO']._serialized_end=204
-  _globals['_ASSIGNREQUEST']._serialized_start=206
-  _globals['_ASSIGNREQUEST']._serialized_end=240
-  _globals['_ASSIGNMENT']._serialized_start=242
-  _globals['_ASSIGNMENT']._serialized_end=332
-  _globals['_LOOKUPREQUEST']._serialized_start=334
-  _globals['_LOOKUPREQUEST']._serialized_end=368
-  _globals['_REGISTERSHARDREQUEST']._serialized_start=370
-  _globals['_REGISTERSHARDREQUEST']._serialized_end=427
-  _globals['_LISTSHARDSREQUEST']._serialized_start=429
-  _globals['_LISTSHARDSREQUEST']._serialized_end=448
-  _globals['_SHARDDIRECTORY']._serialized_start=450
-  _globals['_SHARDDIRECTORY']._serialized_end=555
-  _globals['_REGISTRY']._serialized_start=647
-  _globals['_REGISTRY']._serialized_end=1006
+  _globals['_SHARDINFO']._serialized_end=230
+  _globals['_ASSIGNREQUEST']._serialized_start=232
+  _globals['_ASSIGNREQUEST']._serialized_end=266
+  _globals['_ASSIGNMENT']._serialized_start=268
+  _globals['_ASSIGNMENT']._serialized_end=358
+  _globals['_LOOKUPREQUEST']._serialized_start=360
+  _globals['_LOOKUPREQUEST']._serialized_end=394
+  _globals['_REGISTERSHARDREQUEST']._serialized_start=396
+  _globals['_REGISTERSHARDREQUEST']._serialized_end=453
+  _globals['_LISTSHARDSREQUEST']._serialized_start=455
+  _globals['_LISTSHARDSREQUEST']._serialized_end=474
+  _globals['_SHARDDIRECTORY']._serialized_start=476
+  _globals['_SHARDDIRECTORY']._serialized_end=581
+  _globals['_REGISTRY']._serialized_start=673
+  _globals['_REGISTRY']._serialized_end=1032
 # @@protoc_insertion_point(module_scope)

@@ -50,12 +50,15 @@ class ShardInfo(_message.Message):
     USERS_FIELD_NUMBER: _builtins.int
     HARD_LIMIT_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_MS_FIELD_NUMBER: _builtins.int
+    REGISTRATION_SEQ_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     address: _builtins.str
     state: Global___ShardState.ValueType
     users: _builtins.int
     hard_limit: _builtins.int
     registered_at_ms: _builtins.int
+    registration_seq: _builtins.int
+    """Order of first registration (1, 2, ...): the newest open shard takes new users."""
     def __init__(
         self,
         *,
@@ -65,10 +68,11 @@ class ShardInfo(_message.Message):
         users: _builtins.int = ...,
         hard_limit: _builtins.int = ...,
         registered_at_ms: _builtins.int = ...,
+        registration_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "hard_limit", b"hard_limit", "registered_at_ms", b"registered_at_ms", "shard_id", b"shard_id", "state", b"state", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "hard_limit", b"hard_limit", "registered_at_ms", b"registered_at_ms", "registration_seq", b"registration_seq", "shard_id", b"shard_id", "state", b"state", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -432,6 +432,7 @@ class Ledger(_message.Message):
     INFLIGHT_STAKED_DELTA_FIELD_NUMBER: _builtins.int
     UNREPORTED_STAKED_FIELD_NUMBER: _builtins.int
     HUB_CALLS_FIELD_NUMBER: _builtins.int
+    LAST_GRANT_FIELD_NUMBER: _builtins.int
     allowance_remaining: _builtins.int
     granted_total: _builtins.int
     credited_total: _builtins.int
@@ -446,6 +447,8 @@ class Ledger(_message.Message):
     unreported_staked: _builtins.int
     """Credited since the last report to the hub (batched stats)."""
     hub_calls: _builtins.int
+    last_grant: _builtins.int
+    """The last grant applied; the low-water mark is a fraction of it."""
     def __init__(
         self,
         *,
@@ -461,11 +464,42 @@ class Ledger(_message.Message):
         inflight_staked_delta: _builtins.int = ...,
         unreported_staked: _builtins.int = ...,
         hub_calls: _builtins.int = ...,
+        last_grant: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "inflight_amount", b"inflight_amount", "inflight_staked_delta", b"inflight_staked_delta", "last_applied_seq", b"last_applied_seq", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "unreported_staked", b"unreported_staked", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "inflight_amount", b"inflight_amount", "inflight_staked_delta", b"inflight_staked_delta", "last_applied_seq", b"last_applied_seq", "last_grant", b"last_grant", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "unreported_staked", b"unreported_staked", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Ledger: _TypeAlias = Ledger  # noqa: Y015
+
+@_typing.final
+class StoredReply(_message.Message):
+    """What the shard keeps per (principal, idempotency key): the first reply,
+    and a fingerprint of the request it answered.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    fingerprint: _builtins.bytes
+    at_ms: _builtins.int
+    @_builtins.property
+    def reply(self) -> Global___SubmitQuizReply: ...
+    def __init__(
+        self,
+        *,
+        fingerprint: _builtins.bytes = ...,
+        reply: Global___SubmitQuizReply | None = ...,
+        at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reply", b"reply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "fingerprint", b"fingerprint", "reply", b"reply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredReply: _TypeAlias = StoredReply  # noqa: Y015

@@ -1,0 +1,132 @@
+"""Shared load driver for the benchmarks: bounded in count and time, loopback only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from content_service.service import load_sample_pack
+from protos import registry_pb2, registry_pb2_grpc, shard_pb2, shard_pb2_grpc
+from runtime.rpc import make_channel
+
+UNITS = json.loads(load_sample_pack())["units"]
+ANSWERS = {u["id"]: {q["id"]: q["answer"] for q in u["quiz"]["questions"]} for u in UNITS}
+
+
+@dataclass
+class RunResult:
+    label: str
+    submissions: int
+    rewarded: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def per_second(self) -> float:
+        return self.submissions / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("latencies_ms")
+        d.update(
+            per_second=round(self.per_second, 1),
+            p50_ms=round(self.percentile(50), 2),
+            p99_ms=round(self.percentile(99), 2),
+            mean_ms=round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0,
+        )
+        return d
+
+
+async def register_users(registry: str, count: int) -> list[tuple[str, str]]:
+    """Register ``count`` users; returns (principal, shard address)."""
+    out = []
+    async with make_channel(registry) as ch:
+        reg = registry_pb2_grpc.RegistryStub(ch)
+        for _ in range(count):
+            p = f"bench-{uuid.uuid4().hex[:20]}"
+            a = await reg.Assign(registry_pb2.AssignRequest(principal=p))
+            async with make_channel(a.address) as sch:
+                await shard_pb2_grpc.UserShardStub(sch).CreateUser(
+                    shard_pb2.CreateUserRequest(
+                        principal=p, profile=shard_pb2.Profile(name="Bench", email="b@example.org")
+                    )
+                )
+            out.append((p, a.address))
+    return out
+
+
+async def drive_submissions(
+    label: str,
+    users: list[tuple[str, str]],
+    *,
+    concurrency: int,
+    max_submissions: int,
+    max_seconds: float,
+) -> RunResult:
+    """Each worker passes units for its users in turn; stops at the count or the time limit."""
+    channels = {addr: make_channel(addr) for _, addr in users}
+    stubs = {addr: shard_pb2_grpc.UserShardStub(ch) for addr, ch in channels.items()}
+    result = RunResult(label, 0, 0, 0, 0.0)
+    issued = 0
+    deadline = time.monotonic() + max_seconds
+
+    async def worker(w: int) -> None:
+        nonlocal issued
+        i = w
+        while issued < max_submissions and time.monotonic() < deadline:
+            issued += 1
+            principal, addr = users[i % len(users)]
+            unit = UNITS[(i // len(users)) % len(UNITS)]
+            i += concurrency
+            t0 = time.perf_counter()
+            try:
+                r = await stubs[addr].SubmitQuiz(
+                    shard_pb2.SubmitQuizRequest(
+                        principal=principal, unit_id=unit["id"], answers=ANSWERS[unit["id"]]
+                    ),
+                    timeout=10,
+                )
+            except Exception:  # noqa: BLE001 - counted, the run goes on
+                result.errors += 1
+                continue
+            result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            result.submissions += 1
+            result.rewarded += r.reward > 0
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    result.seconds = time.perf_counter() - start
+    for ch in channels.values():
+        await ch.close()
+    return result
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--submissions", type=int, default=4000, help="upper bound per run")
+    p.add_argument("--seconds", type=float, default=20.0, help="time bound per run")
+    p.add_argument("--users", type=int, default=200)
+    return p
+
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {path}")

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Hub RPCs per 1,000 rewarded submissions, on a real cluster with default allowance sizes.
+
+Counts RequestAllowance calls served by the hub (its Introspect counters)
+during a bounded run of first-time passes spread over many users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._driver import base_parser, drive_submissions, register_users, write_json  # noqa: E402
+from canistry.up import Cluster, UpConfig  # noqa: E402
+from protos import introspect_pb2, introspect_pb2_grpc  # noqa: E402
+from runtime.rpc import make_channel  # noqa: E402
+
+METHOD = "/canistry.hub.v1.Hub/RequestAllowance"
+
+
+async def hub_calls(hub: str) -> int:
+    async with make_channel(hub) as ch:
+        c = await introspect_pb2_grpc.IntrospectStub(ch).GetRpcCounts(
+            introspect_pb2.GetRpcCountsRequest()
+        )
+    return int(c.calls.get(METHOD, 0))
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "")
+    parser.set_defaults(submissions=10_000, seconds=60.0, users=400)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
+        cluster = Cluster(
+            UpConfig(data_dir=Path(tmp) / "data", attempt_limit=1_000_000, token_limit=10**12),
+            out=io.StringIO(),
+        )
+        try:
+            cluster.boot()
+            hub = cluster.children["hub"].address
+
+            async def go():  # type: ignore[no-untyped-def]
+                users = await register_users(cluster.children["registry"].address, args.users)
+                before = await hub_calls(hub)
+                result = await drive_submissions(
+                    "rewarded", users, concurrency=args.concurrency,
+                    max_submissions=args.submissions, max_seconds=args.seconds,
+                )  # fmt: skip
+                return before, result, await hub_calls(hub)
+
+            before, result, after = asyncio.run(go())
+        finally:
+            cluster.stop()
+            cluster.close()
+    during = after - before
+    per_1000 = 1000 * during / result.rewarded if result.rewarded else float("nan")
+    per_1000_all = 1000 * after / result.rewarded if result.rewarded else float("nan")
+    print(f"rewarded submissions: {result.rewarded} in {result.seconds:.1f}s")
+    print(f"hub allowance calls during the run: {during}  ({per_1000:.3f} per 1,000 rewarded)")
+    print(f"including the shard's first grant: {after}  ({per_1000_all:.3f} per 1,000 rewarded)")
+    write_json(args.json, {"rewarded": result.rewarded, "hub_calls_during": during,
+                           "hub_calls_total": after, "per_1000_rewarded": round(per_1000, 4),
+                           "per_1000_rewarded_incl_first": round(per_1000_all, 4),
+                           "seconds": round(result.seconds, 1)})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from canistry.cli import main
+
+raise SystemExit(main())

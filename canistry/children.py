@@ -1,0 +1,116 @@
+"""Child processes that ``canistry up`` starts, watches and stops."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Child", "ChildFailed", "serve_argv"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ChildFailed(RuntimeError):
+    """A child exited before it became ready."""
+
+
+def serve_argv(service: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "canistry", "serve", service, *args]
+
+
+def _die_with_parent() -> None:
+    # The core services belong to `canistry up`: if it is killed outright they
+    # must not linger holding the cluster's ports. (Shards are the hub's.)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """One supervised service process.
+
+    It runs in its own session, so a Ctrl-C at the terminal reaches only
+    ``canistry up``, which then stops children in order, each once.
+    """
+
+    name: str
+    argv: list[str]
+    ready_file: Path
+    log_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = 0.5
+    next_restart_at: float | None = None
+    address: str = field(default="")
+
+    def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.ready_file.unlink()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_file, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+        self.started_at = time.monotonic()
+
+    def wait_ready(self, timeout_s: float = 30.0) -> str:
+        """Wait until the child has written its address; return it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ready_file.exists():
+                text = self.ready_file.read_text().strip()
+                if text:
+                    self.address = text
+                    return text
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ChildFailed(
+                    f"{self.name} exited with code {self.proc.returncode} before it was ready; "
+                    f"last lines of {self.log_file}:\n{tail(self.log_file)}"
+                )
+            time.sleep(0.05)
+        raise ChildFailed(f"{self.name} was not ready after {timeout_s:.0f}s; see {self.log_file}")
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, wait for the drain, SIGKILL if it does not end in time. Idempotent."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

@@ -1,0 +1,48 @@
+"""``canistry content import PACK``: into a data dir, or through a running content service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout
+from protos import content_pb2, content_pb2_grpc
+from runtime.errors import CanistryError
+from runtime.rpc import make_channel, rpc_errors
+
+__all__ = ["import_pack"]
+
+
+async def _import_remote(address: str, text: str) -> content_pb2.ImportPackReply:
+    async with make_channel(address) as ch, rpc_errors("content service"):
+        reply: content_pb2.ImportPackReply = await content_pb2_grpc.ContentStub(ch).ImportPack(
+            content_pb2.ImportPackRequest(pack_json=text), timeout=30
+        )
+        return reply
+
+
+def import_pack(args: argparse.Namespace) -> int:
+    try:
+        text = args.pack.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"canistry content import: cannot read {args.pack}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.content_addr:
+            r = asyncio.run(_import_remote(args.content_addr, text))
+            added, changed, unchanged, total = r.added, r.changed, r.unchanged, r.total_units
+        else:
+            from content_service.service import import_pack_text
+
+            data_dir = ClusterLayout(args.data_dir or DEFAULT_DATA_DIR).service_dir("content")
+            s = import_pack_text(data_dir, text)
+            added, changed, unchanged, total = s.added, s.changed, s.unchanged, s.total_units
+    except CanistryError as exc:
+        print(f"canistry content import: {args.pack}: {exc.message}", file=sys.stderr)
+        return 2
+    print(
+        f"imported {args.pack}: {added} added, {changed} changed, {unchanged} unchanged; "
+        f"{total} units in all"
+    )
+    return 0

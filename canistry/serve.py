@@ -1,0 +1,173 @@
+"""``canistry serve NAME``: run one service in this process, for supervisors and containers.
+
+This is the one place where a service's flags become its config. The process
+writes its address to ``--ready-file`` only after binding, and its pid to
+``<data-dir>/service.pid`` while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, AsyncContextManager
+
+from runtime import logs
+from runtime.process import run_until_signalled, write_atomically
+from runtime.rpc import ServerConfig
+
+__all__ = ["SERVICES", "add_serve_parser", "run_serve"]
+
+SERVICES = ("content", "registry", "hub", "shard")
+
+
+def add_serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run one service in the foreground (for supervisors and containers)")
+    ss = p.add_subparsers(dest="service", required=True, metavar="SERVICE")
+
+    def common(name: str, help_: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = ss.add_parser(name, help=help_)
+        sp.add_argument("--data-dir", type=Path, required=True, help="this service's own data directory")
+        sp.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+        sp.add_argument("--port", type=int, default=0, help="port to bind (default: any free port)")
+        sp.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+        sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        sp.add_argument("--no-fsync", action="store_true", help="skip fsync on commit (benchmarks only)")
+        return sp
+
+    c = common("content", "the content service")
+    c.add_argument("--pack", type=Path, help="import this content pack before serving")
+    c.add_argument("--sample", action="store_true", help="import the shipped sample pack before serving")
+
+    r = common("registry", "the registry")
+    r.add_argument("--soft-limit", type=int, default=90_000)
+    r.add_argument("--hard-limit", type=int, default=100_000)
+    r.add_argument("--hub", help="hub address, poked when capacity runs low")
+
+    h = common("hub", "the hub")
+    h.add_argument("--registry", required=True, help="registry address")
+    h.add_argument("--content", required=True, help="content service address")
+    h.add_argument("--shards-dir", type=Path, required=True, help="where shard data directories go")
+    h.add_argument("--cap", type=int, default=4_200_000_000)
+    h.add_argument("--soft-limit", type=int, default=90_000)
+    h.add_argument("--hard-limit", type=int, default=100_000)
+    h.add_argument("--min-shards", type=int, default=1)
+    h.add_argument("--scale-interval", type=float, default=60.0, help="seconds between capacity checks")
+    h.add_argument("--base-allowance", type=int, default=1_000_000)
+    h.add_argument("--max-grant", type=int, default=50_000_000)
+    h.add_argument("--attempt-limit", type=int, default=20, help="daily attempts per user")
+    h.add_argument("--token-limit", type=int, default=1000, help="daily tokens earned per user")
+    h.add_argument(
+        "--shard-commit-per-request", action="store_true", help="shards fsync each request alone"
+    )
+
+    s = common("shard", "a user shard (normally started by the hub)")
+    s.add_argument("--shard-id", required=True)
+    s.add_argument("--hub", required=True, help="hub address")
+    s.add_argument("--content", required=True, help="content service address")
+    s.add_argument("--attempt-limit", type=int, default=20)
+    s.add_argument("--token-limit", type=int, default=1000)
+    s.add_argument("--base-allowance", type=int, default=1_000_000)
+    s.add_argument("--no-group-commit", action="store_true", help="one fsync per request (benchmarks)")
+
+
+def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
+    server = ServerConfig(host=args.host, port=args.port)
+    durable = not args.no_fsync
+    if args.service == "content":
+        from content_service.config import ContentConfig
+        from content_service.service import (
+            ContentService,
+            import_pack_file,
+            import_pack_text,
+            load_sample_pack,
+        )
+
+        cfg = ContentConfig(data_dir=args.data_dir, server=server, durable=durable)
+        # Offline, before the service opens the store: one LMDB env per process.
+        if args.pack is not None:
+            import_pack_file(args.data_dir, args.pack)
+        elif args.sample:
+            import_pack_text(args.data_dir, load_sample_pack())
+        return lambda: ContentService(cfg)
+    if args.service == "registry":
+        from registry.config import RegistryConfig
+        from registry.service import RegistryService
+
+        rcfg = RegistryConfig(
+            data_dir=args.data_dir,
+            server=server,
+            soft_limit=args.soft_limit,
+            hard_limit=args.hard_limit,
+            hub_address=args.hub,
+            durable=durable,
+        )
+        return lambda: RegistryService(rcfg)
+    if args.service == "hub":
+        from hub.config import HubSettings
+        from hub.service import HubService
+
+        hcfg = HubSettings(
+            data_dir=args.data_dir,
+            shards_dir=args.shards_dir,
+            registry_address=args.registry,
+            content_address=args.content,
+            server=server,
+            cap=args.cap,
+            soft_limit=args.soft_limit,
+            hard_limit=args.hard_limit,
+            min_shards=args.min_shards,
+            scale_interval_s=args.scale_interval,
+            base_allowance=args.base_allowance,
+            max_grant=args.max_grant,
+            daily_attempt_limit=args.attempt_limit,
+            daily_token_limit=args.token_limit,
+            shard_commit_per_request=args.shard_commit_per_request,
+            durable=durable,
+        )
+        return lambda: HubService(hcfg)
+    from user_shard.config import ShardConfig
+    from user_shard.service import ShardService
+
+    scfg = ShardConfig(
+        shard_id=args.shard_id,
+        data_dir=args.data_dir,
+        hub_address=args.hub,
+        content_address=args.content,
+        server=server,
+        daily_attempt_limit=args.attempt_limit,
+        daily_token_limit=args.token_limit,
+        base_allowance=args.base_allowance,
+        group_commit=not args.no_group_commit,
+        durable=durable,
+    )
+    return lambda: ShardService(scfg)
+
+
+@contextlib.contextmanager
+def _pid_file(data_dir: Path) -> Iterator[None]:
+    path = data_dir / "service.pid"
+    write_atomically(path, f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    name = args.shard_id if args.service == "shard" else args.service
+    logs.configure(name, level=args.log_level)
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    factory = _build(args)
+
+    def ready(svc: Any) -> None:
+        if args.ready_file is not None:
+            write_atomically(args.ready_file, svc.address + "\n")
+
+    with _pid_file(args.data_dir):
+        asyncio.run(run_until_signalled(factory, on_ready=ready))
+    return 0

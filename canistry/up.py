@@ -1,0 +1,275 @@
+"""``canistry up``: the whole cluster on this machine, in the foreground.
+
+It starts content, registry and hub as child processes, waits until the hub
+has its minimum shards, prints where everything listens, then supervises:
+a core service that dies is restarted with backoff. The first SIGINT or
+SIGTERM stops everything, shards included, in order (hub first, so it spawns
+nothing new); a second one kills what is left at once. Running it again on
+the same data directory resumes the same cluster: ports are kept in
+``cluster.json`` because shards and the registry remember addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from canistry.children import Child, ChildFailed, serve_argv
+from canistry.layout import CORE_SERVICES, ClusterLayout
+from hub.spawner import stop_shards
+from runtime.net import free_port
+
+__all__ = ["UpConfig", "UpError", "run_up"]
+
+
+class UpError(RuntimeError):
+    """Something the operator must fix before the cluster can start."""
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    data_dir: Path
+    """Where all cluster state lives; running again here resumes it."""
+    port: int = 8080
+    """The HTTP gateway's port (the gateway arrives with its own issue)."""
+    soft_limit: int = 90_000
+    """Users per shard at which the hub spawns another shard."""
+    hard_limit: int = 100_000
+    """Users per shard at which it takes no more."""
+    min_shards: int = 1
+    """Shards the hub keeps at least."""
+    scale_interval_s: float = 60.0
+    """Seconds between the hub's capacity checks."""
+    content_pack: Path | None = None
+    """A content pack to import; the shipped sample pack when None."""
+    cap: int = 4_200_000_000
+    """The treasury's hard cap (fixed at the hub's first start)."""
+    base_allowance: int = 1_000_000
+    """The smallest allowance a shard asks the hub for."""
+    attempt_limit: int = 20
+    """Quiz attempts per user per UTC day (fixed at the hub's first start)."""
+    token_limit: int = 1000
+    """Tokens a user may earn per UTC day (fixed at the hub's first start)."""
+    shard_group_commit: bool = True
+    """Shards share fsyncs among concurrent writes; off only to measure the difference."""
+    ready_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.soft_limit <= self.hard_limit:
+            raise UpError(f"need 1 <= soft limit <= hard limit, got {self.soft_limit}, {self.hard_limit}")
+        if self.min_shards < 1:
+            raise UpError("--min-shards must be at least 1")
+        if self.scale_interval_s <= 0:
+            raise UpError("--scale-interval must be positive")
+        if self.content_pack is not None and not self.content_pack.is_file():
+            raise UpError(f"content pack not found: {self.content_pack}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Cluster:
+    """The children of one ``canistry up``, in start order."""
+
+    def __init__(self, config: UpConfig, out: TextIO) -> None:
+        self.config = config
+        self.layout = ClusterLayout(config.data_dir)
+        self.out = out
+        self.children: dict[str, Child] = {}
+        self._lock_fh: TextIO | None = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def lock(self) -> None:
+        self.layout.data_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(self.layout.lock_file, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise UpError(f"a cluster is already running at {self.layout.data_dir}") from None
+        self._lock_fh = fh
+
+    def ports(self) -> dict[str, int]:
+        ports = self.layout.read_ports()
+        for name in CORE_SERVICES:
+            if name not in ports:
+                ports[name] = free_port()
+            elif not _port_free(ports[name]):
+                raise UpError(
+                    f"port {ports[name]} for {name} (kept in {self.layout.cluster_file}) is in use; "
+                    "is another process holding it?"
+                )
+        self.layout.write_ports(ports)
+        return ports
+
+    def build(self, ports: dict[str, int]) -> None:
+        c, lay = self.config, self.layout
+        addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        pack = ["--pack", str(c.content_pack.resolve())] if c.content_pack else ["--sample"]
+        specs = {
+            "content": [*pack],
+            "registry": [
+                "--soft-limit", str(c.soft_limit), "--hard-limit", str(c.hard_limit),
+                "--hub", addr["hub"],
+            ],
+            "hub": [
+                "--registry", addr["registry"], "--content", addr["content"],
+                "--shards-dir", str(lay.shards_dir.resolve()),
+                "--cap", str(c.cap), "--soft-limit", str(c.soft_limit),
+                "--hard-limit", str(c.hard_limit), "--min-shards", str(c.min_shards),
+                "--scale-interval", str(c.scale_interval_s),
+                "--base-allowance", str(c.base_allowance),
+                "--attempt-limit", str(c.attempt_limit), "--token-limit", str(c.token_limit),
+                *([] if c.shard_group_commit else ["--shard-commit-per-request"]),
+            ],
+        }  # fmt: skip
+        for name, extra in specs.items():
+            argv = serve_argv(
+                name,
+                "--data-dir", str(lay.service_dir(name).resolve()),
+                "--port", str(ports[name]),
+                "--ready-file", str(lay.ready_file(name).resolve()),
+                *extra,
+            )  # fmt: skip
+            self.children[name] = Child(name, argv, lay.ready_file(name), lay.log_file(name))
+
+    def start(self) -> None:
+        for child in self.children.values():
+            child.start()
+            address = child.wait_ready(self.config.ready_timeout_s)
+            self.say(f"  {child.name:<10} {address}   (log: {child.log_file})")
+
+    def boot(self) -> list[tuple[str, str]]:
+        """Lock the data dir, start the core services, wait for the hub's first shards.
+
+        Returns ``(shard_id, address)`` of the registered shards.
+        """
+        if self._lock_fh is None:
+            self.lock()
+        self.build(self.ports())
+        self.say(f"canistry: starting cluster in {self.config.data_dir.resolve()}")
+        self.start()
+        return asyncio.run(
+            _wait_for_shards(
+                self.children["registry"].address, self.config.min_shards,
+                self.config.ready_timeout_s,
+            )
+        )  # fmt: skip
+
+    def supervise_once(self) -> None:
+        now = time.monotonic()
+        for child in self.children.values():
+            code = child.exited()
+            if code is None:
+                if now - child.started_at > 60:
+                    child.backoff_s = 0.5
+                continue
+            if child.next_restart_at is None:
+                child.next_restart_at = now + child.backoff_s
+                self.say(
+                    f"canistry: {child.name} exited with code {code}; "
+                    f"restarting in {child.backoff_s:.1f}s"
+                )
+                child.backoff_s = min(child.backoff_s * 2, 30.0)
+            elif now >= child.next_restart_at:
+                child.next_restart_at = None
+                child.restarts += 1
+                child.start()
+
+    def stop(self) -> None:
+        # The hub first, so it spawns nothing new; then what it depends on.
+        for name in ("hub", "registry", "content"):
+            child = self.children.get(name)
+            if child is not None:
+                child.stop()
+        stopped = stop_shards(self.layout.shards_dir)
+        self.say(f"canistry: stopped {len(self.children)} services and {stopped} shards")
+
+    def kill(self) -> None:
+        for child in self.children.values():
+            child.kill()
+        stop_shards(self.layout.shards_dir, timeout_s=0)
+
+    def close(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+
+async def _wait_for_shards(registry: str, want: int, timeout_s: float) -> list[tuple[str, str]]:
+    from protos import registry_pb2, registry_pb2_grpc
+    from runtime.rpc import make_channel
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with make_channel(registry) as channel:
+        stub = registry_pb2_grpc.RegistryStub(channel)
+        while True:
+            try:
+                d = await stub.ListShards(registry_pb2.ListShardsRequest(), timeout=2)
+                if len(d.shards) >= want:
+                    return [(s.shard_id, s.address) for s in d.shards]
+            except Exception:  # noqa: BLE001 - keep polling until the deadline
+                pass
+            if loop.time() > deadline:
+                raise UpError(f"the hub did not bring up {want} shard(s) in {timeout_s:.0f}s")
+            await asyncio.sleep(0.2)
+
+
+def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
+    cluster = Cluster(config, out)
+    stopping = threading.Event()
+    signals = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            stopping.set()
+        else:
+            cluster.say("canistry: second signal, killing everything now")
+            cluster.kill()
+            os._exit(128 + signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cluster.lock()
+        try:
+            shards = cluster.boot()
+        except (ChildFailed, UpError) as exc:
+            cluster.say(f"canistry: {exc}")
+            cluster.stop()
+            return 1
+        for shard_id, address in shards:
+            cluster.say(f"  {shard_id:<10} {address}")
+        cluster.say(
+            f"canistry: cluster is up. Check it with `canistry status --data-dir {config.data_dir}`; "
+            "Ctrl-C stops it."
+        )
+        while not stopping.wait(0.25):
+            cluster.supervise_once()
+        cluster.say("canistry: stopping")
+        cluster.stop()
+        return 0
+    finally:
+        cluster.close()
+        for s, handler in old.items():
+            signal.signal(s, handler)

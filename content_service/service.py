@@ -1,0 +1,150 @@
+"""The content service process: store, single writer and gRPC server.
+
+Also the offline helpers the CLI uses: :func:`import_pack_text` and
+:func:`import_pack_file` write a pack straight into a service's store, and
+:func:`load_sample_pack` returns the pack that ships with the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from content_service.config import ContentConfig
+from content_service.pack import parse_pack
+from content_service.servicer import ContentServicer
+from content_service.store import ContentStore, ImportSummary
+from protos import content_pb2, content_pb2_grpc
+from runtime import logs
+from runtime.errors import BadContentPack
+from runtime.rpc import Server, ServiceBinding
+from runtime.store import GroupCommitter
+
+__all__ = [
+    "SERVICE_NAME",
+    "ContentService",
+    "import_pack_file",
+    "import_pack_text",
+    "load_sample_pack",
+]
+
+log = logs.get_logger(__name__)
+
+SERVICE_NAME = content_pb2.DESCRIPTOR.services_by_name["Content"].full_name
+
+
+class ContentService:
+    """One content service. ``async with ContentService(cfg) as svc:`` serves at ``svc.address``.
+
+    ``stop()`` is idempotent: it drains the server, then finishes queued
+    writes, then closes the store.
+    """
+
+    def __init__(self, config: ContentConfig) -> None:
+        self.config = config
+        self.store: ContentStore | None = None
+        self._committer: GroupCommitter | None = None
+        self._server: Server | None = None
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        if self._server is None:
+            raise RuntimeError("content service not started")
+        return self._server.address
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.store = ContentStore.open(
+            cfg.data_dir, durable=cfg.durable, cache_size=cfg.cache_units
+        )
+        try:
+            self._committer = GroupCommitter(self.store.store)
+            await self._committer.start()
+            servicer = ContentServicer(self.store, self._committer)
+            self._server = Server(
+                "content",
+                cfg.server,
+                [
+                    ServiceBinding(
+                        SERVICE_NAME,
+                        lambda s: content_pb2_grpc.add_ContentServicer_to_server(servicer, s),
+                    )
+                ],
+            )
+            await self._server.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self._server is not None:
+                await self._server.stop()
+        finally:
+            try:
+                if self._committer is not None:
+                    await self._committer.stop()
+            finally:
+                if self.store is not None:
+                    self.store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+def import_pack_text(data_dir: Path, text: str) -> ImportSummary:
+    """Import a pack given as JSON text into the content store in ``data_dir``.
+
+    For offline use (``canistry content import``, ``canistry serve content
+    --pack``) while no content service runs in this process: LMDB forbids
+    opening one environment twice in a process. A service in another process
+    is fine and serves the new content at once. One durable transaction;
+    raises :class:`BadContentPack` and changes nothing if the pack is bad.
+    """
+    units = parse_pack(text)
+    store = ContentStore.open(data_dir)
+    try:
+        with store.store.write() as txn:
+            summary = store.apply_pack(txn, units)
+    finally:
+        store.close()
+    log.info("content_imported", data_dir=str(data_dir), **asdict(summary))
+    return summary
+
+
+def import_pack_file(data_dir: Path, pack_path: Path) -> ImportSummary:
+    """:func:`import_pack_text` for the UTF-8 (BOM allowed) file at ``pack_path``.
+
+    Raises :class:`BadContentPack` for text that is not UTF-8, and
+    :class:`OSError` if the file cannot be read.
+    """
+    try:
+        text = pack_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadContentPack(f"{pack_path}: not UTF-8 text ({exc.reason})") from None
+    return import_pack_text(data_dir, text)
+
+
+def load_sample_pack() -> str:
+    """The text of the sample pack that ships with the package."""
+    return (
+        resources.files("content_service")
+        .joinpath("packs", "sample.json")
+        .read_text(encoding="utf-8")
+    )

@@ -1,0 +1,142 @@
+"""The hub's settings, and the part of them fixed forever at init.
+
+:class:`HubSettings` is what a process is started with. Its policy half
+(cap, limits, allowance sizes, spawner, daily limits...) becomes the
+``HubConfig`` stored in the hub's LMDB at first start; afterwards the stored
+one wins, and :func:`differences` names what a later start asked to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from protos import hub_pb2
+from runtime.rpc import ServerConfig
+
+__all__ = ["SPAWNERS", "HubSettings", "differences", "template_version"]
+
+#: Spawner backends this build knows. ``fake`` runs in-process stand-ins (tests).
+SPAWNERS = ("process", "fake")
+
+#: HubConfig fields fixed at init (addresses are where peers are now, not policy).
+POLICY_FIELDS = (
+    "cap",
+    "soft_limit",
+    "hard_limit",
+    "min_shards",
+    "scale_interval_s",
+    "base_allowance",
+    "max_grant",
+    "spawner",
+    "template_version",
+    "daily_attempt_limit",
+    "daily_token_limit",
+    "shard_start_timeout_s",
+    "shard_commit_per_request",
+)
+
+
+def template_version(spawner: str) -> str:
+    """What a new shard runs: for ``process``, this package's version."""
+    if spawner == "fake":
+        return "fake"
+    try:
+        return f"canistry=={metadata.version('canistry')}"
+    except metadata.PackageNotFoundError:
+        return "canistry==dev"
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """How the hub process starts. Policy fields only count at the hub's first start."""
+
+    data_dir: Path
+    """Directory of the hub's LMDB environment."""
+    shards_dir: Path
+    """Where each created shard gets its data directory (``shards_dir/<shard-id>``)."""
+    registry_address: str
+    """The registry (host:port): shard directory and user counts."""
+    content_address: str
+    """The content service (host:port), handed to every shard."""
+    server: ServerConfig = field(default_factory=ServerConfig)
+    """Where the hub's gRPC server listens."""
+    cap: int = 4_200_000_000
+    """Tokens the treasury may ever grant, all shards together."""
+    soft_limit: int = 90_000
+    """Users per shard at which the hub spawns another shard."""
+    hard_limit: int = 100_000
+    """Users per shard at which the registry marks it full."""
+    min_shards: int = 1
+    """Shards the hub keeps registered at least."""
+    scale_interval_s: float = 60.0
+    """Seconds between scheduled capacity checks."""
+    base_allowance: int = 1_000_000
+    """The allowance a shard asks for by default (handed to shards)."""
+    max_grant: int = 50_000_000
+    """The most one allowance request may be granted."""
+    spawner: str = "process"
+    """Where shards run: ``process`` (children of this hub) or ``fake`` (tests)."""
+    daily_attempt_limit: int = 20
+    """Quiz attempts per user per UTC day (handed to shards)."""
+    daily_token_limit: int = 1000
+    """Tokens a user may earn per UTC day (handed to shards)."""
+    shard_start_timeout_s: float = 20.0
+    """How long a new or restarted shard may take to report healthy."""
+    shard_commit_per_request: bool = False
+    """Shards fsync each request alone instead of group-committing (benchmarks only)."""
+    durable: bool = True
+    """fsync every commit (the hub's and its shards'). Only tests turn this off."""
+
+    def __post_init__(self) -> None:
+        for name in ("registry_address", "content_address"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name} is required")
+        if self.cap < 0:
+            raise ValueError("cap must be >= 0")
+        if self.soft_limit < 1 or self.hard_limit < 1:
+            raise ValueError("soft_limit and hard_limit must be >= 1")
+        if self.soft_limit > self.hard_limit:
+            raise ValueError(
+                f"soft_limit ({self.soft_limit}) must be <= hard_limit ({self.hard_limit})"
+            )
+        if self.min_shards < 0:
+            raise ValueError("min_shards must be >= 0")
+        if self.scale_interval_s <= 0:
+            raise ValueError("scale_interval_s must be > 0")
+        if self.base_allowance < 0:
+            raise ValueError("base_allowance must be >= 0")
+        if self.max_grant < 1:
+            raise ValueError("max_grant must be >= 1")
+        if self.spawner not in SPAWNERS:
+            raise ValueError(f"spawner must be one of {SPAWNERS}, got {self.spawner!r}")
+        if self.daily_attempt_limit < 1:
+            raise ValueError("daily_attempt_limit must be >= 1")
+        if self.daily_token_limit < 0:
+            raise ValueError("daily_token_limit must be >= 0")
+        if self.shard_start_timeout_s <= 0:
+            raise ValueError("shard_start_timeout_s must be > 0")
+
+    def init_config(self) -> hub_pb2.HubConfig:
+        """The policy these settings would fix if this were the hub's first start."""
+        return hub_pb2.HubConfig(
+            cap=self.cap,
+            soft_limit=self.soft_limit,
+            hard_limit=self.hard_limit,
+            min_shards=self.min_shards,
+            scale_interval_s=self.scale_interval_s,
+            base_allowance=self.base_allowance,
+            max_grant=self.max_grant,
+            spawner=self.spawner,
+            template_version=template_version(self.spawner),
+            daily_attempt_limit=self.daily_attempt_limit,
+            daily_token_limit=self.daily_token_limit,
+            shard_start_timeout_s=self.shard_start_timeout_s,
+            shard_commit_per_request=self.shard_commit_per_request,
+        )
+
+
+def differences(stored: hub_pb2.HubConfig, wanted: hub_pb2.HubConfig) -> list[str]:
+    """Names of the policy fields where ``wanted`` differs from ``stored``."""
+    return [f for f in POLICY_FIELDS if getattr(stored, f) != getattr(wanted, f)]

@@ -1,0 +1,43 @@
+"""The hub's gRPC edge: protobuf in, :class:`~hub.core.Hub` call, protobuf out.
+
+Domain errors pass through untouched; ``runtime.rpc``'s edge maps them.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from hub.core import Hub
+from protos import hub_pb2, hub_pb2_grpc
+
+__all__ = ["HubServicer"]
+
+
+class HubServicer(hub_pb2_grpc.HubServicer):
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    async def RequestAllowance(
+        self, request: hub_pb2.AllowanceRequest, context: grpc.aio.ServicerContext
+    ) -> hub_pb2.AllowanceGrant:
+        return await self._hub.request_allowance(request)
+
+    async def EnsureCapacity(
+        self, request: hub_pb2.EnsureCapacityRequest, context: grpc.aio.ServicerContext
+    ) -> hub_pb2.EnsureCapacityReply:
+        return await self._hub.ensure_capacity()
+
+    async def GetTreasury(
+        self, request: hub_pb2.GetTreasuryRequest, context: grpc.aio.ServicerContext
+    ) -> hub_pb2.Treasury:
+        return self._hub.treasury()
+
+    async def ListHubShards(
+        self, request: hub_pb2.ListHubShardsRequest, context: grpc.aio.ServicerContext
+    ) -> hub_pb2.HubShards:
+        return self._hub.shards()
+
+    async def GetHubConfig(
+        self, request: hub_pb2.GetHubConfigRequest, context: grpc.aio.ServicerContext
+    ) -> hub_pb2.HubConfig:
+        return self._hub.config()

@@ -1,0 +1,198 @@
+"""The hub's LMDB: grants, shard records, treasury totals, and the init config.
+
+Databases (values are protobuf):
+
+    grants    <shard_id> NUL <seq, 8 bytes big-endian>  -> GrantRecord
+    shards    <shard_id>                                -> ShardRecord
+    treasury  "totals"                                  -> Treasury (figures only)
+              "shard" NUL <shard_id>                    -> ShardGrant
+    meta      "hub_config" -> HubConfig, "next_shard_number" -> decimal
+
+Every write goes through one :class:`~runtime.store.GroupCommitter`, so a
+grant's check against the cap and its update of the totals happen in one
+serialised transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from hub import config as hub_config
+from hub import treasury
+from protos import hub_pb2
+from runtime.errors import Unavailable
+from runtime.store import GroupCommitter, Store, StoreConfig, get_msg, put_msg
+
+__all__ = ["HubStore", "shard_id_for"]
+
+DATABASES = ("grants", "shards", "treasury")
+_TOTALS = b"totals"
+_CONFIG = b"hub_config"
+_NEXT_SHARD = b"next_shard_number"
+
+
+def _grant_key(shard_id: str, seq: int) -> bytes:
+    return shard_id.encode() + b"\x00" + seq.to_bytes(8, "big")
+
+
+def _account_key(shard_id: str) -> bytes:
+    return b"shard\x00" + shard_id.encode()
+
+
+def shard_id_for(number: int) -> str:
+    return f"shard-{number:04d}"
+
+
+class HubStore:
+    """Owns the hub's :class:`Store` and its single writer."""
+
+    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+        self._config = StoreConfig(path=data_dir, databases=DATABASES, durable=durable)
+        self._store: Store | None = None
+        self._committer: GroupCommitter | None = None
+
+    async def start(self) -> None:
+        self._store = Store(self._config)
+        self._committer = GroupCommitter(self._store)
+        await self._committer.start()
+
+    async def stop(self) -> None:
+        if self._committer is not None:
+            await self._committer.stop()
+            self._committer = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise Unavailable("hub store is closed")
+        return self._store
+
+    @property
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            raise Unavailable("hub store is closed")
+        return self._committer
+
+    # -- init config ---------------------------------------------------------
+
+    async def init_config(self, wanted: hub_pb2.HubConfig) -> tuple[hub_pb2.HubConfig, list[str]]:
+        """Store ``wanted`` if no config is stored yet; return the stored one.
+
+        The second value names the policy fields where ``wanted`` differs
+        from what is stored (empty at first start).
+        """
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> tuple[hub_pb2.HubConfig, list[str]]:
+            stored = get_msg(txn, store.db("meta"), _CONFIG, hub_pb2.HubConfig)
+            if stored is None:
+                put_msg(txn, store.db("meta"), _CONFIG, wanted)
+                return wanted, []
+            return stored, hub_config.differences(stored, wanted)
+
+        return await self.committer.submit(fn)
+
+    # -- treasury ------------------------------------------------------------
+
+    async def request_allowance(
+        self, ask: treasury.Ask, *, cap: int, max_grant: int, now_ms: int
+    ) -> treasury.GrantOutcome:
+        """Decide and record one allowance request (see :func:`treasury.grant`)."""
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> treasury.GrantOutcome:
+            record = get_msg(txn, store.db("shards"), ask.shard_id.encode(), hub_pb2.ShardRecord)
+            known = record is not None and record.step != hub_pb2.SPAWN_STEP_ABANDONED
+            totals = get_msg(txn, store.db("treasury"), _TOTALS, hub_pb2.Treasury)
+            outcome = treasury.grant(
+                ask,
+                cap=cap,
+                max_grant=max_grant,
+                known_shard=known,
+                totals=totals or hub_pb2.Treasury(),
+                shard=get_msg(
+                    txn, store.db("treasury"), _account_key(ask.shard_id), hub_pb2.ShardGrant
+                ),
+                stored=get_msg(
+                    txn, store.db("grants"), _grant_key(ask.shard_id, ask.seq), hub_pb2.GrantRecord
+                ),
+                now_ms=now_ms,
+            )
+            put_msg(txn, store.db("treasury"), _TOTALS, outcome.totals)
+            if outcome.new:
+                put_msg(txn, store.db("grants"), _grant_key(ask.shard_id, ask.seq), outcome.grant)
+                put_msg(txn, store.db("treasury"), _account_key(ask.shard_id), outcome.shard)
+            return outcome
+
+        return await self.committer.submit(fn)
+
+    def treasury(self, cap: int) -> hub_pb2.Treasury:
+        """The running figures and every shard's account."""
+        store = self.store
+        with store.read() as txn:
+            totals = get_msg(txn, store.db("treasury"), _TOTALS, hub_pb2.Treasury)
+            out = hub_pb2.Treasury()
+            if totals is not None:
+                out.CopyFrom(totals)
+            out.cap = cap
+            cursor = txn.cursor(db=store.db("treasury"))
+            if cursor.set_range(b"shard\x00"):
+                for key, raw in cursor:
+                    if not bytes(key).startswith(b"shard\x00"):
+                        break
+                    account = out.shards.add()
+                    account.ParseFromString(bytes(raw))
+        return out
+
+    # -- shard records -------------------------------------------------------
+
+    def shards(self) -> list[hub_pb2.ShardRecord]:
+        """Every shard this hub created (abandoned ones too), by id."""
+        store = self.store
+        with store.read() as txn:
+            return _records(txn, store.db("shards"))
+
+    def shard(self, shard_id: str) -> hub_pb2.ShardRecord | None:
+        store = self.store
+        with store.read() as txn:
+            return get_msg(txn, store.db("shards"), shard_id.encode(), hub_pb2.ShardRecord)
+
+    async def put_shard(self, record: hub_pb2.ShardRecord) -> None:
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> None:
+            put_msg(txn, store.db("shards"), record.shard_id.encode(), record)
+
+        await self.committer.submit(fn)
+
+    async def allocate_shard(
+        self, build: Callable[[str], hub_pb2.ShardRecord]
+    ) -> hub_pb2.ShardRecord:
+        """Take the next shard id, and store ``build(shard_id)`` under it."""
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> hub_pb2.ShardRecord:
+            raw = txn.get(_NEXT_SHARD, db=store.db("meta"))
+            number = int(raw) if raw is not None else 1
+            record = build(shard_id_for(number))
+            txn.put(_NEXT_SHARD, str(number + 1).encode(), db=store.db("meta"))
+            put_msg(txn, store.db("shards"), record.shard_id.encode(), record)
+            return record
+
+        return await self.committer.submit(fn)
+
+
+def _records(txn: lmdb.Transaction, db: Any) -> list[hub_pb2.ShardRecord]:
+    out = []
+    for _key, raw in txn.cursor(db=db):
+        record = hub_pb2.ShardRecord()
+        record.ParseFromString(bytes(raw))
+        out.append(record)
+    return out

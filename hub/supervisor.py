@@ -1,0 +1,128 @@
+"""Supervision of the shards the hub created: restart the dead, keep the registry current.
+
+Every ``interval_s`` the supervisor looks at each REGISTERED shard. One that
+runs is left alone (after a hub restart that is how running shards are
+re-adopted: no second process). One that died is started again on its same
+data directory, paced by :class:`~hub.backoff.Backoff`, and its restart is
+counted in its record. If its old port was taken meanwhile it gets a new one
+and the registry learns the new address; registrations that fail are retried
+every ``register_retry_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from hub.backoff import Backoff
+from hub.registry_client import RegistryClient
+from hub.spawn import ensure_port
+from hub.spawner import Spawner
+from hub.store import HubStore
+from protos import hub_pb2
+from runtime import logs
+from runtime.errors import CanistryError
+
+__all__ = ["Supervisor"]
+
+log = logs.get_logger(__name__)
+
+
+class Supervisor:
+    """Restarts crashed shards with backoff. Run :meth:`run` as an owned task."""
+
+    def __init__(
+        self,
+        store: HubStore,
+        spawner: Spawner,
+        registry: RegistryClient,
+        *,
+        interval_s: float = 0.5,
+        register_retry_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.spawner = spawner
+        self.registry = registry
+        self.interval_s = interval_s
+        self.register_retry_s = register_retry_s
+        self.clock = clock
+        self.ticks = 0
+        """Passes completed (tests wait on it instead of sleeping)."""
+        self._backoff: dict[str, Backoff] = {}
+        self._to_register: dict[str, float] = {}
+        """shard id -> clock time of the next registration attempt."""
+
+    def register_all(self) -> None:
+        """Re-register every REGISTERED shard (at hub start: the registry may lag behind)."""
+        for record in self.store.shards():
+            if record.step == hub_pb2.SPAWN_STEP_REGISTERED:
+                self._to_register[record.shard_id] = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except CanistryError as exc:
+                log.warning("supervise_failed", error=exc.code, detail=exc.message)
+            except Exception:  # a bug must not end supervision: log it whole, keep going
+                log.exception("supervise_crashed")
+            await asyncio.sleep(self.interval_s)
+
+    async def tick(self) -> None:
+        """One pass over the shards."""
+        now = self.clock()
+        for record in self.store.shards():
+            if record.step != hub_pb2.SPAWN_STEP_REGISTERED:
+                continue
+            backoff = self._backoff.setdefault(record.shard_id, Backoff())
+            if self.spawner.is_alive(record):
+                backoff.alive(now)
+            elif backoff.dead(now):
+                await self._restart(record, backoff, now)
+        for shard_id, due in list(self._to_register.items()):
+            if now >= due:
+                await self._register(shard_id, now)
+        self.ticks += 1
+
+    async def _restart(self, record: hub_pb2.ShardRecord, backoff: Backoff, now: float) -> None:
+        log.warning("shard_dead", shard_id=record.shard_id, pid=record.pid)
+        backoff.restarted(now)
+        pid = self.spawner.adopt(record)
+        adopted = pid is not None
+        if pid is None:
+            record, moved = await ensure_port(self.store, self.spawner, record)
+            if moved:
+                self._to_register[record.shard_id] = 0.0
+            try:
+                pid = await self.spawner.start(record)
+            except (OSError, CanistryError) as exc:
+                log.error("shard_restart_failed", shard_id=record.shard_id, error=repr(exc))
+                return
+        restarted = hub_pb2.ShardRecord()
+        restarted.CopyFrom(record)
+        restarted.pid = pid
+        if not adopted:
+            restarted.restarts += 1
+        await self.store.put_shard(restarted)
+        log.info(
+            "shard_restarted",
+            shard_id=record.shard_id,
+            pid=pid,
+            restarts=restarted.restarts,
+            next_delay_s=backoff.delay_s,
+        )
+
+    async def _register(self, shard_id: str, now: float) -> None:
+        record = self.store.shard(shard_id)
+        if record is None or record.step != hub_pb2.SPAWN_STEP_REGISTERED:
+            self._to_register.pop(shard_id, None)
+            return
+        try:
+            await self.registry.register(shard_id, record.address)
+        except CanistryError as exc:
+            self._to_register[shard_id] = now + self.register_retry_s
+            log.warning("shard_register_failed", shard_id=shard_id, error=exc.code)
+        else:
+            self._to_register.pop(shard_id, None)

@@ -1,0 +1,79 @@
+"""The registry service's lifecycle: store, hub poker and gRPC server."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from protos import registry_pb2, registry_pb2_grpc
+from registry.config import RegistryConfig
+from registry.core import Registry
+from registry.poker import HubPoker
+from registry.servicer import RegistryServicer
+from registry.store import RegistryStore
+from runtime import rpc
+
+__all__ = ["RegistryService"]
+
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
+
+
+class RegistryService:
+    """``async with RegistryService(cfg) as svc:`` serves at ``svc.address``.
+
+    ``stop()`` is idempotent: it drains the server, then stops the poker,
+    the writer and the store, in that order.
+    """
+
+    def __init__(self, config: RegistryConfig) -> None:
+        self.config = config
+        self.store = RegistryStore(config.data_dir, durable=config.durable)
+        self.poker = HubPoker(config.hub_address)
+        self.registry = Registry(config, self.store, self.poker)
+        servicer = RegistryServicer(self.registry)
+
+        def add(server: grpc.aio.Server) -> None:
+            registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
+
+        binding = rpc.ServiceBinding(SERVICE_NAME, add)
+        self._server = rpc.Server("registry", config.server, [binding])
+        self._started = False
+        self._stopped = False
+
+    @property
+    def address(self) -> str:
+        return self._server.address
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.store.start()
+        try:
+            await self.poker.start()
+            await self._server.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._server.stop()
+        await self.poker.stop()
+        await self.store.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

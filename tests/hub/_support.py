@@ -1,0 +1,50 @@
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from hub.config import HubSettings
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = check()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not met in {timeout_s}s: {what or check}")
+        await asyncio.sleep(0.02)
+
+
+def hub_settings(tmp_path: Path, registry_address: str, **kw: Any) -> HubSettings:
+    values: dict[str, Any] = dict(
+        data_dir=tmp_path / "hub",
+        shards_dir=tmp_path / "shards",
+        registry_address=registry_address,
+        content_address="127.0.0.1:1",
+        spawner="fake",
+        soft_limit=2,
+        hard_limit=3,
+        min_shards=1,
+        scale_interval_s=3600.0,
+        shard_start_timeout_s=5.0,
+        durable=False,
+    )
+    values.update(kw)
+    return HubSettings(**values)
+
+
+async def shards_up(hub: Any, registry: Any, n: int, timeout_s: float = 10.0) -> None:
+    """Wait until the hub has ``n`` REGISTERED shards and the registry lists ``n``."""
+    from protos import hub_pb2
+
+    def check() -> bool:
+        done = [r for r in hub.store.shards() if r.step == hub_pb2.SPAWN_STEP_REGISTERED]
+        return len(done) == n and len(registry.registry.list_shards().shards) == n
+
+    await eventually(check, timeout_s, f"{n} registered shard(s)")

@@ -1,0 +1,116 @@
+"""The command line as an operator uses it: `canistry up`, `status`, Ctrl-C, run again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from canistry.layout import ClusterLayout
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _canistry(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "canistry", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _start_up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "canistry", "up", "--data-dir", str(data_dir),
+         "--scale-interval", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip())
+        if "cluster is up" in line:
+            return proc, lines
+    proc.kill()
+    raise AssertionError("canistry up did not come up:\n" + "\n".join(lines))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_status_without_a_cluster_fails_clearly(tmp_path: Path) -> None:
+    result = _canistry("status", "--data-dir", str(tmp_path / "nothing"))
+    assert result.returncode == 1 and "no cluster" in result.stderr
+    result = _canistry("status", "--hub", "127.0.0.1:1")
+    assert result.returncode == 1 and "no cluster" in result.stderr
+
+
+def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc, lines = _start_up(data_dir)
+    try:
+        text = "\n".join(lines)
+        for name in ("content", "registry", "hub", "shard-0001"):
+            assert name in text
+        status = _canistry("status", "--data-dir", str(data_dir))
+        assert status.returncode == 0, status.stderr
+        assert "shard-0001" in status.stdout and "active" in status.stdout
+        assert "Treasury" in status.stdout and "units" in status.stdout
+        second = _canistry("up", "--data-dir", str(data_dir))
+        assert second.returncode == 2 and "already running" in second.stderr
+        layout = ClusterLayout(data_dir)
+        shard_pid = int((layout.shards_dir / "shard-0001" / "service.pid").read_text())
+        core_pids = [int((layout.service_dir(n) / "service.pid").read_text())
+                     for n in ("content", "registry", "hub")]  # fmt: skip
+    finally:
+        out = _stop(proc)
+    assert "stopped" in out
+    for pid in (shard_pid, *core_pids):
+        assert not _alive(pid), f"process {pid} outlived Ctrl-C"
+
+    proc, lines = _start_up(data_dir)
+    try:
+        status = _canistry("status", "--data-dir", str(data_dir))
+        assert status.returncode == 0, status.stderr
+        assert "shard-0001" in status.stdout and "shard-0002" not in status.stdout
+    finally:
+        _stop(proc)
+
+
+def test_up_restarts_a_core_service_that_dies(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc, _ = _start_up(data_dir)
+    try:
+        layout = ClusterLayout(data_dir)
+        pid = int((layout.service_dir("registry") / "service.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = _canistry("status", "--data-dir", str(data_dir))
+            new_pid = (layout.service_dir("registry") / "service.pid")
+            if status.returncode == 0 and new_pid.exists() and int(new_pid.read_text()) != pid:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the registry was not restarted")
+    finally:
+        _stop(proc)

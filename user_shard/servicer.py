@@ -1,0 +1,65 @@
+"""The gRPC edge of a user shard: unpack, delegate, return.
+
+Errors are not caught here; ``runtime.rpc``'s edge maps domain errors to
+status codes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+
+from protos import shard_pb2, shard_pb2_grpc
+from runtime.rpc import ServiceBinding
+
+if TYPE_CHECKING:
+    from user_shard.service import ShardService
+
+__all__ = ["ShardServicer", "binding"]
+
+
+class ShardServicer(shard_pb2_grpc.UserShardServicer):
+    def __init__(self, service: ShardService) -> None:
+        self._service = service
+
+    async def CreateUser(
+        self, request: shard_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+    ) -> shard_pb2.UserReply:
+        return await self._service.create_user(request)
+
+    async def GetUser(
+        self, request: shard_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> shard_pb2.UserReply:
+        return await self._service.get_user(request)
+
+    async def UpdateProfile(
+        self, request: shard_pb2.UpdateProfileRequest, context: grpc.aio.ServicerContext
+    ) -> shard_pb2.UserReply:
+        return await self._service.update_profile(request)
+
+    async def SubmitQuiz(
+        self, request: shard_pb2.SubmitQuizRequest, context: grpc.aio.ServicerContext
+    ) -> shard_pb2.SubmitQuizReply:
+        return await self._service.submit_quiz(request)
+
+    async def GetBalance(
+        self, request: shard_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> shard_pb2.Balance:
+        return await self._service.get_balance(request)
+
+    async def GetShardStatus(
+        self, request: shard_pb2.GetShardStatusRequest, context: grpc.aio.ServicerContext
+    ) -> shard_pb2.ShardStatus:
+        return await self._service.shard_status()
+
+
+def binding(service: ShardService) -> ServiceBinding:
+    """What :class:`runtime.rpc.Server` needs to serve ``service``."""
+    servicer = ShardServicer(service)
+    return ServiceBinding(
+        full_name=shard_pb2.DESCRIPTOR.services_by_name["UserShard"].full_name,
+        add_to_server=lambda server: shard_pb2_grpc.add_UserShardServicer_to_server(
+            servicer, server
+        ),
+    )

@@ -1,0 +1,258 @@
+"""The shard's LMDB: users, idempotent replies, the pending queue and the ledger.
+
+Databases (values are protobuf messages):
+
+- ``users``: principal -> :class:`UserRecord`
+- ``idem``: sha256(principal, idempotency key) -> :class:`StoredReply`
+- ``pending``: 8-byte big-endian queue position -> principal, oldest first;
+  a user is queued once, when their pending goes above zero
+- ``meta``: ``ledger`` -> :class:`Ledger` (plus the schema version)
+
+Reads run on the caller's thread in a read transaction. Every write is a
+function run by the one :class:`~runtime.store.GroupCommitter`, which reads
+the freshest records inside the write transaction, so checks made there hold
+against concurrent writers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from protos import shard_pb2
+from runtime.errors import UnknownUser
+from runtime.store import GroupCommitter, Store, StoreConfig, get_msg, put_msg
+from user_shard import ledger as bank
+from user_shard.limits import DailyLimits, utc_day
+from user_shard.submission import Verdict, record_submission, replay
+
+__all__ = ["ShardStore", "SubmitOutcome"]
+
+SCHEMA_VERSION = 1
+_LEDGER_KEY = b"ledger"
+
+
+def idem_key(principal: bytes, key: str) -> bytes:
+    """Fixed-size LMDB key for (principal, idempotency key); both may be long."""
+    raw = key.encode()
+    return hashlib.sha256(len(principal).to_bytes(2, "big") + principal + raw).digest()
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    reply: shard_pb2.SubmitQuizReply
+    earned: int
+    """Tokens earned by this call (0 for a replay)."""
+    ledger: shard_pb2.Ledger
+    """The ledger right after this write."""
+
+
+class ShardStore:
+    """The shard's state. ``start()`` opens it and starts the writer; ``stop()`` closes both."""
+
+    def __init__(self, data_dir: Path, *, durable: bool = True, group_commit: bool = True) -> None:
+        self._config = StoreConfig(
+            path=data_dir,
+            databases=("users", "idem", "pending"),
+            schema_version=SCHEMA_VERSION,
+            durable=durable,
+        )
+        self._group_commit = group_commit
+        self._store: Store | None = None
+        self._committer: GroupCommitter | None = None
+
+    @property
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            raise RuntimeError("store not started")
+        return self._committer
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("store not started")
+        return self._store
+
+    async def start(self) -> None:
+        self._store = Store(self._config)
+        with self._store.write() as txn:  # before the committer starts: we are the only writer
+            if get_msg(txn, self._store.db("meta"), _LEDGER_KEY, shard_pb2.Ledger) is None:
+                put_msg(txn, self._store.db("meta"), _LEDGER_KEY, bank.new_ledger())
+        self._committer = GroupCommitter(self._store, group=self._group_commit)
+        await self._committer.start()
+
+    async def stop(self) -> None:
+        """Finish queued writes, then close. Idempotent."""
+        if self._committer is not None:
+            await self._committer.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- reads ---------------------------------------------------------------
+
+    def user(self, principal: bytes) -> shard_pb2.UserRecord | None:
+        with self.store.read() as txn:
+            return get_msg(txn, self.store.db("users"), principal, shard_pb2.UserRecord)
+
+    def stored_reply(self, principal: bytes, key: str) -> shard_pb2.StoredReply | None:
+        with self.store.read() as txn:
+            return get_msg(
+                txn, self.store.db("idem"), idem_key(principal, key), shard_pb2.StoredReply
+            )
+
+    def ledger(self) -> shard_pb2.Ledger:
+        with self.store.read() as txn:
+            return self._ledger(txn)
+
+    def pending_queue(self) -> list[bytes]:
+        """Principals waiting for allowance, oldest first."""
+        with self.store.read() as txn:
+            return [bytes(v) for _, v in txn.cursor(db=self.store.db("pending"))]
+
+    # -- writes --------------------------------------------------------------
+
+    async def create_user(
+        self, principal: bytes, profile: shard_pb2.Profile, now_ms: int
+    ) -> tuple[shard_pb2.UserRecord, bool]:
+        """Create the user, or return the existing one unchanged. True if created."""
+
+        def write(txn: lmdb.Transaction) -> tuple[shard_pb2.UserRecord, bool]:
+            existing = get_msg(txn, self.store.db("users"), principal, shard_pb2.UserRecord)
+            if existing is not None:
+                return existing, False
+            user = shard_pb2.UserRecord(
+                principal=principal.decode(),
+                profile=profile,
+                today=shard_pb2.DailyStats(day=utc_day(now_ms)),
+                created_at_ms=now_ms,
+            )
+            put_msg(txn, self.store.db("users"), principal, user)
+            ledger = self._ledger(txn)
+            ledger.users += 1
+            self._put_ledger(txn, ledger)
+            return user, True
+
+        return await self.committer.submit(write)
+
+    async def update_profile(
+        self, principal: bytes, profile: shard_pb2.Profile
+    ) -> shard_pb2.UserRecord:
+        """Replace the user's profile. Raises UnknownUser."""
+
+        def write(txn: lmdb.Transaction) -> shard_pb2.UserRecord:
+            user = self._user_or_raise(txn, principal)
+            user.profile.CopyFrom(profile)
+            put_msg(txn, self.store.db("users"), principal, user)
+            return user
+
+        return await self.committer.submit(write)
+
+    async def record_submission(
+        self,
+        principal: bytes,
+        unit_id: str,
+        verdict: Verdict,
+        limits: DailyLimits,
+        now_ms: int,
+        idempotency_key: str,
+        fingerprint: bytes,
+    ) -> SubmitOutcome:
+        """Record one verified submission in one transaction (see ``submission``).
+
+        A key already answered (by a racing twin) returns that reply and
+        changes nothing. Raises UnknownUser, DailyLimitExceeded or
+        IdempotencyKeyReused, with nothing written.
+        """
+
+        def write(txn: lmdb.Transaction) -> SubmitOutcome:
+            idem_db = self.store.db("idem")
+            ikey = idem_key(principal, idempotency_key) if idempotency_key else None
+            if ikey is not None:
+                stored = get_msg(txn, idem_db, ikey, shard_pb2.StoredReply)
+                if stored is not None:
+                    return SubmitOutcome(replay(stored, fingerprint), 0, self._ledger(txn))
+            user = self._user_or_raise(txn, principal)
+            ledger = self._ledger(txn)
+            recorded = record_submission(user, ledger, unit_id, verdict, limits, now_ms)
+            put_msg(txn, self.store.db("users"), principal, user)
+            if recorded.newly_waiting:
+                self._enqueue(txn, principal)
+            if ikey is not None:
+                stored = shard_pb2.StoredReply(
+                    fingerprint=fingerprint, reply=recorded.reply, at_ms=now_ms
+                )
+                put_msg(txn, idem_db, ikey, stored)
+            self._put_ledger(txn, ledger)
+            return SubmitOutcome(recorded.reply, recorded.earned, ledger)
+
+        return await self.committer.submit(write)
+
+    async def begin_allowance_request(
+        self, policy: bank.RefillPolicy, mint_rate: float
+    ) -> bank.AllowanceRequest | None:
+        """The request in flight, else a new one recorded durably if a refill is due, else None."""
+
+        def write(txn: lmdb.Transaction) -> bank.AllowanceRequest | None:
+            ledger = self._ledger(txn)
+            current = bank.inflight(ledger)
+            if current is not None:
+                return current
+            if not policy.needs_refill(ledger):
+                return None
+            request = bank.begin_request(ledger, policy.amount(ledger, mint_rate))
+            self._put_ledger(txn, ledger)
+            return request
+
+        return await self.committer.submit(write)
+
+    async def apply_grant(self, seq: int, granted: int, hub_calls: int) -> shard_pb2.Ledger:
+        """Apply the grant for ``seq`` once, settle waiting users, count ``hub_calls``."""
+
+        def write(txn: lmdb.Transaction) -> shard_pb2.Ledger:
+            ledger = self._ledger(txn)
+            ledger.hub_calls += hub_calls
+            if bank.apply_grant(ledger, seq, granted):
+                self._settle(txn, ledger)
+            self._put_ledger(txn, ledger)
+            return ledger
+
+        return await self.committer.submit(write)
+
+    # -- helpers run inside write transactions -------------------------------
+
+    def _ledger(self, txn: lmdb.Transaction) -> shard_pb2.Ledger:
+        ledger = get_msg(txn, self.store.db("meta"), _LEDGER_KEY, shard_pb2.Ledger)
+        return ledger if ledger is not None else bank.new_ledger()
+
+    def _put_ledger(self, txn: lmdb.Transaction, ledger: shard_pb2.Ledger) -> None:
+        put_msg(txn, self.store.db("meta"), _LEDGER_KEY, ledger)
+
+    def _user_or_raise(self, txn: lmdb.Transaction, principal: bytes) -> shard_pb2.UserRecord:
+        user = get_msg(txn, self.store.db("users"), principal, shard_pb2.UserRecord)
+        if user is None:
+            raise UnknownUser(f"no user {principal.decode()!r} on this shard")
+        return user
+
+    def _enqueue(self, txn: lmdb.Transaction, principal: bytes) -> None:
+        cursor = txn.cursor(db=self.store.db("pending"))
+        position = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 0
+        txn.put(position.to_bytes(8, "big"), principal, db=self.store.db("pending"))
+
+    def _settle(self, txn: lmdb.Transaction, ledger: shard_pb2.Ledger) -> None:
+        users_db, pending_db = self.store.db("users"), self.store.db("pending")
+
+        def waiting() -> Iterator[tuple[tuple[bytes, bytes], shard_pb2.UserRecord]]:
+            for raw_position, raw_principal in txn.cursor(db=pending_db):
+                position, principal = bytes(raw_position), bytes(raw_principal)
+                user = get_msg(txn, users_db, principal, shard_pb2.UserRecord)
+                if user is not None:
+                    yield (position, principal), user
+
+        for (position, principal), user in bank.settle(ledger, waiting()):
+            put_msg(txn, users_db, principal, user)
+            txn.delete(position, db=pending_db)
