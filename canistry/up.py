@@ -12,6 +12,7 @@ the same data directory resumes the same cluster: ports are kept in
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import os
 import signal
@@ -167,12 +168,12 @@ class Cluster:
         self.build(self.ports())
         self.say(f"canistry: starting cluster in {self.config.data_dir.resolve()}")
         self.start()
-        return asyncio.run(
-            _wait_for_shards(
-                self.children["registry"].address, self.config.min_shards,
-                self.config.ready_timeout_s,
-            )
-        )  # fmt: skip
+        registry = self.children["registry"].address
+        want, timeout_s = self.config.min_shards, self.config.ready_timeout_s
+        # Its own loop in a worker thread: boot() is blocking, and callers may
+        # be inside an event loop (tests) or not (the CLI).
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _wait_for_shards(registry, want, timeout_s)).result()
 
     def supervise_once(self) -> None:
         now = time.monotonic()

@@ -71,11 +71,8 @@ class Direct:
         addr = {n: c.address for n, c in self.cluster.children.items()}
         self.registry = registry_pb2_grpc.RegistryStub(make_channel(addr["registry"]))
         self.hub_address = addr["hub"]
+        self.hub = hub_pb2_grpc.HubStub(make_channel(addr["hub"]))
         self._shards: dict[str, shard_pb2_grpc.UserShardStub] = {}
-
-    @property
-    def hub(self) -> hub_pb2_grpc.HubStub:
-        return hub_pb2_grpc.HubStub(make_channel(self.hub_address))
 
     def shard(self, address: str) -> shard_pb2_grpc.UserShardStub:
         if address not in self._shards:
@@ -128,8 +125,7 @@ class Direct:
         return out
 
     async def treasury(self) -> hub_pb2.Treasury:
-        async with make_channel(self.hub_address) as ch:
-            return await hub_pb2_grpc.HubStub(ch).GetTreasury(hub_pb2.GetTreasuryRequest())
+        return await self.hub.GetTreasury(hub_pb2.GetTreasuryRequest())
 
     async def hub_rpc_counts(self) -> dict[str, int]:
         async with make_channel(self.hub_address) as ch:
