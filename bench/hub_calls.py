@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._driver import base_parser, drive_submissions, register_users, write_json  # noqa: E402
-from canistry.up import Cluster, UpConfig  # noqa: E402
-from protos import introspect_pb2, introspect_pb2_grpc  # noqa: E402
-from runtime.rpc import make_channel  # noqa: E402
+from bench._driver import base_parser, drive_submissions, register_users, write_json
+from canistry.up import Cluster, UpConfig
+from protos import introspect_pb2, introspect_pb2_grpc
+from runtime.rpc import make_channel
 
 METHOD = "/canistry.hub.v1.Hub/RequestAllowance"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._driver import base_parser, drive_submissions, register_users, write_json  # noqa: E402
-from canistry.up import Cluster, UpConfig  # noqa: E402
+from bench._driver import base_parser, drive_submissions, register_users, write_json
+from canistry.up import Cluster, UpConfig
 
 
 def run_mode(group_commit: bool, args) -> dict:  # type: ignore[no-untyped-def]

@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scale-interval", type=float, default=60.0, metavar="S")
     up.add_argument("--content", type=Path, metavar="PACK", help="content pack (default: sample)")
     up.add_argument("--cap", type=_positive_int, default=4_200_000_000, help=argparse.SUPPRESS)
-    up.add_argument("--base-allowance", type=_positive_int, default=1_000_000, help=argparse.SUPPRESS)
+    up.add_argument(
+        "--base-allowance", type=_positive_int, default=1_000_000, help=argparse.SUPPRESS
+    )
 
     st = sub.add_parser("status", help="show shards, treasury and content of a running cluster")
     where = st.add_mutually_exclusive_group()

@@ -1,11 +1,11 @@
 """Where ``canistry up`` keeps a cluster's files under its data directory.
 
-    <data-dir>/
-      cluster.json       the ports of content, registry and hub (stable across runs)
-      up.lock            held while a `canistry up` runs here
-      content/ registry/ hub/   each service's LMDB and service.pid
-      shards/<shard-id>/        each shard's LMDB, identity and log (the hub's)
-      logs/<service>.log        JSON logs of the core services
+<data-dir>/
+  cluster.json       the ports of content, registry and hub (stable across runs)
+  up.lock            held while a `canistry up` runs here
+  content/ registry/ hub/   each service's LMDB and service.pid
+  shards/<shard-id>/        each shard's LMDB, identity and log (the hub's)
+  logs/<service>.log        JSON logs of the core services
 """
 
 from __future__ import annotations

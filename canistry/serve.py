@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
-from typing import Any, AsyncContextManager
+from typing import Any
 
 from runtime import logs
 from runtime.process import run_until_signalled, write_atomically
@@ -25,22 +26,32 @@ SERVICES = ("content", "registry", "hub", "shard")
 
 
 def add_serve_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="run one service in the foreground (for supervisors and containers)")
+    p = sub.add_parser(
+        "serve", help="run one service in the foreground (for supervisors and containers)"
+    )
     ss = p.add_subparsers(dest="service", required=True, metavar="SERVICE")
 
     def common(name: str, help_: str) -> argparse.ArgumentParser:
         sp: argparse.ArgumentParser = ss.add_parser(name, help=help_)
-        sp.add_argument("--data-dir", type=Path, required=True, help="this service's own data directory")
+        sp.add_argument(
+            "--data-dir", type=Path, required=True, help="this service's own data directory"
+        )
         sp.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
         sp.add_argument("--port", type=int, default=0, help="port to bind (default: any free port)")
         sp.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
-        sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-        sp.add_argument("--no-fsync", action="store_true", help="skip fsync on commit (benchmarks only)")
+        sp.add_argument(
+            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        )
+        sp.add_argument(
+            "--no-fsync", action="store_true", help="skip fsync on commit (benchmarks only)"
+        )
         return sp
 
     c = common("content", "the content service")
     c.add_argument("--pack", type=Path, help="import this content pack before serving")
-    c.add_argument("--sample", action="store_true", help="import the shipped sample pack before serving")
+    c.add_argument(
+        "--sample", action="store_true", help="import the shipped sample pack before serving"
+    )
 
     r = common("registry", "the registry")
     r.add_argument("--soft-limit", type=int, default=90_000)
@@ -55,7 +66,9 @@ def add_serve_parser(sub: Any) -> None:
     h.add_argument("--soft-limit", type=int, default=90_000)
     h.add_argument("--hard-limit", type=int, default=100_000)
     h.add_argument("--min-shards", type=int, default=1)
-    h.add_argument("--scale-interval", type=float, default=60.0, help="seconds between capacity checks")
+    h.add_argument(
+        "--scale-interval", type=float, default=60.0, help="seconds between capacity checks"
+    )
     h.add_argument("--base-allowance", type=int, default=1_000_000)
     h.add_argument("--max-grant", type=int, default=50_000_000)
     h.add_argument("--attempt-limit", type=int, default=20, help="daily attempts per user")
@@ -71,7 +84,9 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--attempt-limit", type=int, default=20)
     s.add_argument("--token-limit", type=int, default=1000)
     s.add_argument("--base-allowance", type=int, default=1_000_000)
-    s.add_argument("--no-group-commit", action="store_true", help="one fsync per request (benchmarks)")
+    s.add_argument(
+        "--no-group-commit", action="store_true", help="one fsync per request (benchmarks)"
+    )
 
 
 def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:

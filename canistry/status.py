@@ -104,7 +104,9 @@ def _num(n: int | None) -> str:
 
 def render_status(status: ClusterStatus, out: TextIO) -> None:
     cfg, t = status.config, status.treasury
-    print(f"Hub {status.hub}   soft/hard limit {cfg.soft_limit:,}/{cfg.hard_limit:,} users", file=out)
+    print(
+        f"Hub {status.hub}   soft/hard limit {cfg.soft_limit:,}/{cfg.hard_limit:,} users", file=out
+    )
     print("", file=out)
     headers = ("SHARD", "ADDRESS", "STATE", "USERS", "ALLOWANCE LEFT", "STAKED", "PENDING")
     rows = [

@@ -66,7 +66,9 @@ class UpConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.soft_limit <= self.hard_limit:
-            raise UpError(f"need 1 <= soft limit <= hard limit, got {self.soft_limit}, {self.hard_limit}")
+            raise UpError(
+                f"need 1 <= soft limit <= hard limit, got {self.soft_limit}, {self.hard_limit}"
+            )
         if self.min_shards < 1:
             raise UpError("--min-shards must be at least 1")
         if self.scale_interval_s <= 0:
@@ -115,7 +117,8 @@ class Cluster:
                 ports[name] = free_port()
             elif not _port_free(ports[name]):
                 raise UpError(
-                    f"port {ports[name]} for {name} (kept in {self.layout.cluster_file}) is in use; "
+                    f"port {ports[name]} for {name} (kept in {self.layout.cluster_file}) "
+                    "is in use; "
                     "is another process holding it?"
                 )
         self.layout.write_ports(ports)
@@ -228,7 +231,7 @@ async def _wait_for_shards(registry: str, want: int, timeout_s: float) -> list[t
                 d = await stub.ListShards(registry_pb2.ListShardsRequest(), timeout=2)
                 if len(d.shards) >= want:
                     return [(s.shard_id, s.address) for s in d.shards]
-            except Exception:  # noqa: BLE001 - keep polling until the deadline
+            except Exception:
                 pass
             if loop.time() > deadline:
                 raise UpError(f"the hub did not bring up {want} shard(s) in {timeout_s:.0f}s")
@@ -262,7 +265,8 @@ def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
         for shard_id, address in shards:
             cluster.say(f"  {shard_id:<10} {address}")
         cluster.say(
-            f"canistry: cluster is up. Check it with `canistry status --data-dir {config.data_dir}`; "
+            "canistry: cluster is up. Check it with "
+            f"`canistry status --data-dir {config.data_dir}`; "
             "Ctrl-C stops it."
         )
         while not stopping.wait(0.25):

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 from content_service import quiz
 from content_service.pack import SLUG_PATTERN, is_slug, parse_pack
 from content_service.store import ContentStore
 from protos import content_pb2, content_pb2_grpc
 from runtime.errors import InvalidArgument
+from runtime.rpc import Context
 from runtime.store import GroupCommitter
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "ContentServicer"]
@@ -29,7 +28,7 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
         self._committer = committer
 
     async def ImportPack(
-        self, request: content_pb2.ImportPackRequest, context: grpc.aio.ServicerContext
+        self, request: content_pb2.ImportPackRequest, context: Context
     ) -> content_pb2.ImportPackReply:
         # Parsing a large pack takes a while; keep the loop free for reads.
         units = await asyncio.to_thread(parse_pack, request.pack_json)
@@ -42,7 +41,7 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
         )
 
     async def ListUnits(
-        self, request: content_pb2.ListUnitsRequest, context: grpc.aio.ServicerContext
+        self, request: content_pb2.ListUnitsRequest, context: Context
     ) -> content_pb2.ListUnitsReply:
         if request.subject and not is_slug(request.subject):
             raise InvalidArgument(f"subject must match {SLUG_PATTERN}")
@@ -54,13 +53,13 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
         return content_pb2.ListUnitsReply(units=page.units, next_cursor=page.next_cursor)
 
     async def GetUnit(
-        self, request: content_pb2.GetUnitRequest, context: grpc.aio.ServicerContext
+        self, request: content_pb2.GetUnitRequest, context: Context
     ) -> content_pb2.Unit:
         # Only the public part: the answer key sits beside it in StoredUnit.
         return self._store.get_unit(_unit_id(request.unit_id)).unit
 
     async def VerifyQuiz(
-        self, request: content_pb2.VerifyQuizRequest, context: grpc.aio.ServicerContext
+        self, request: content_pb2.VerifyQuizRequest, context: Context
     ) -> content_pb2.VerifyQuizReply:
         stored = self._store.get_unit(_unit_id(request.unit_id))
         result = quiz.verify(stored, request.answers)
@@ -73,7 +72,7 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
         )
 
     async def GetContentStats(
-        self, request: content_pb2.GetContentStatsRequest, context: grpc.aio.ServicerContext
+        self, request: content_pb2.GetContentStatsRequest, context: Context
     ) -> content_pb2.ContentStats:
         count, subjects = self._store.stats()
         return content_pb2.ContentStats(unit_count=count, subjects=subjects)

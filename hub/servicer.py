@@ -5,10 +5,9 @@ Domain errors pass through untouched; ``runtime.rpc``'s edge maps them.
 
 from __future__ import annotations
 
-import grpc
-
 from hub.core import Hub
 from protos import hub_pb2, hub_pb2_grpc
+from runtime.rpc import Context
 
 __all__ = ["HubServicer"]
 
@@ -18,26 +17,26 @@ class HubServicer(hub_pb2_grpc.HubServicer):
         self._hub = hub
 
     async def RequestAllowance(
-        self, request: hub_pb2.AllowanceRequest, context: grpc.aio.ServicerContext
+        self, request: hub_pb2.AllowanceRequest, context: Context
     ) -> hub_pb2.AllowanceGrant:
         return await self._hub.request_allowance(request)
 
     async def EnsureCapacity(
-        self, request: hub_pb2.EnsureCapacityRequest, context: grpc.aio.ServicerContext
+        self, request: hub_pb2.EnsureCapacityRequest, context: Context
     ) -> hub_pb2.EnsureCapacityReply:
         return await self._hub.ensure_capacity()
 
     async def GetTreasury(
-        self, request: hub_pb2.GetTreasuryRequest, context: grpc.aio.ServicerContext
+        self, request: hub_pb2.GetTreasuryRequest, context: Context
     ) -> hub_pb2.Treasury:
         return self._hub.treasury()
 
     async def ListHubShards(
-        self, request: hub_pb2.ListHubShardsRequest, context: grpc.aio.ServicerContext
+        self, request: hub_pb2.ListHubShardsRequest, context: Context
     ) -> hub_pb2.HubShards:
         return self._hub.shards()
 
     async def GetHubConfig(
-        self, request: hub_pb2.GetHubConfigRequest, context: grpc.aio.ServicerContext
+        self, request: hub_pb2.GetHubConfigRequest, context: Context
     ) -> hub_pb2.HubConfig:
         return self._hub.config()

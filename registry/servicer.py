@@ -5,10 +5,9 @@ Domain errors pass through untouched; ``runtime.rpc``'s edge maps them.
 
 from __future__ import annotations
 
-import grpc
-
 from protos import registry_pb2, registry_pb2_grpc
 from registry.core import Registry
+from runtime.rpc import Context
 
 __all__ = ["RegistryServicer"]
 
@@ -18,21 +17,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self._registry = registry
 
     async def Assign(
-        self, request: registry_pb2.AssignRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.AssignRequest, context: Context
     ) -> registry_pb2.Assignment:
         return await self._registry.assign(request.principal)
 
     async def Lookup(
-        self, request: registry_pb2.LookupRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.LookupRequest, context: Context
     ) -> registry_pb2.Assignment:
         return self._registry.lookup(request.principal)
 
     async def RegisterShard(
-        self, request: registry_pb2.RegisterShardRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.RegisterShardRequest, context: Context
     ) -> registry_pb2.ShardInfo:
         return await self._registry.register_shard(request.shard_id, request.address)
 
     async def ListShards(
-        self, request: registry_pb2.ListShardsRequest, context: grpc.aio.ServicerContext
+        self, request: registry_pb2.ListShardsRequest, context: Context
     ) -> registry_pb2.ShardDirectory:
         return self._registry.list_shards()

@@ -11,8 +11,8 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
-from typing import AsyncContextManager
 
 from runtime import logs
 
@@ -62,4 +62,3 @@ def write_atomically(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-

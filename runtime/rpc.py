@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,10 +24,17 @@ from grpc_reflection.v1alpha import reflection
 
 from protos import introspect_pb2, introspect_pb2_grpc
 from runtime import logs
-from runtime.errors import ERROR_TRAILER, CanistryError, DeadlineExceeded, Unavailable, from_rpc_error
+from runtime.errors import (
+    ERROR_TRAILER,
+    CanistryError,
+    DeadlineExceeded,
+    Unavailable,
+    from_rpc_error,
+)
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
+    "Context",
     "Server",
     "ServerConfig",
     "ServiceBinding",
@@ -37,6 +44,9 @@ __all__ = [
 ]
 
 log = logs.get_logger(__name__)
+
+#: What every servicer method receives as its second argument.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 #: Deadline applied to any call that does not set its own.
 DEFAULT_DEADLINE_S = 5.0
@@ -78,7 +88,7 @@ class ServiceBinding:
     add_to_server: Callable[[grpc.aio.Server], None]
 
 
-class _Edge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class _Edge(grpc.aio.ServerInterceptor):
     """Binds the request id, counts calls, and maps errors for every unary RPC."""
 
     def __init__(self, counts: collections.Counter[str]) -> None:
@@ -86,9 +96,11 @@ class _Edge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -96,14 +108,14 @@ class _Edge(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         inner = handler.unary_unary
         counts = self._counts
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             metadata = dict(context.invocation_metadata() or ())
             token = logs.bind_request_id(
                 str(metadata.get(logs.REQUEST_ID_HEADER) or logs.new_request_id())
             )
             counts[method] += 1
             try:
-                return await inner(request, context)
+                return await inner(request, context)  # type: ignore[arg-type]
             except CanistryError as exc:
                 log.info("rpc_error", method=method, code=exc.code, detail=exc.message)
                 context.set_trailing_metadata(((ERROR_TRAILER, exc.code),))
@@ -129,7 +141,7 @@ class _Introspect(introspect_pb2_grpc.IntrospectServicer):
         self._counts = counts
 
     async def GetRpcCounts(
-        self, request: introspect_pb2.GetRpcCountsRequest, context: grpc.aio.ServicerContext
+        self, request: introspect_pb2.GetRpcCountsRequest, context: Context
     ) -> introspect_pb2.RpcCounts:
         return introspect_pb2.RpcCounts(service=self._service, calls=dict(self._counts))
 
@@ -213,7 +225,7 @@ class Server:
         await self.stop()
 
 
-class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the current request id and a default deadline to every call."""
 
     async def intercept_unary_unary(
@@ -276,7 +288,9 @@ async def wait_healthy(address: str, *, timeout_s: float = 10.0, service: str = 
         delay = 0.02
         while True:
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1.0
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:

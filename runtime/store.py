@@ -80,6 +80,7 @@ class Store:
             sync=config.durable,
             metasync=config.durable,
         )
+        self._closed = False
         self._dbs = {name: self.env.open_db(name.encode()) for name in ("meta", *config.databases)}
         self._migrate()
 
@@ -119,9 +120,9 @@ class Store:
             txn.put(_SCHEMA_KEY, str(version).encode(), db=self._dbs["meta"])
 
     def close(self) -> None:
-        if self.env is not None:
+        if not self._closed:
+            self._closed = True
             self.env.close()
-            self.env = None
 
 
 def get_msg(txn: lmdb.Transaction, db: Any, key: bytes, cls: type[M]) -> M | None:
@@ -129,7 +130,7 @@ def get_msg(txn: lmdb.Transaction, db: Any, key: bytes, cls: type[M]) -> M | Non
     if raw is None:
         return None
     msg = cls()
-    msg.ParseFromString(raw)
+    msg.ParseFromString(bytes(raw))
     return msg
 
 

@@ -87,8 +87,8 @@ class ShardService:
         )
         self._content_channel: grpc.aio.Channel | None = None
         self._hub_channel: grpc.aio.Channel | None = None
-        self._content: content_pb2_grpc.ContentStub | None = None
-        self._hub: hub_pb2_grpc.HubStub | None = None
+        self._content: content_pb2_grpc.ContentAsyncStub | None = None
+        self._hub: hub_pb2_grpc.HubAsyncStub | None = None
         self.refiller = Refiller(
             self.store,
             self.policy,

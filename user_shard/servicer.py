@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import grpc
-
 from protos import shard_pb2, shard_pb2_grpc
-from runtime.rpc import ServiceBinding
+from runtime.rpc import Context, ServiceBinding
 
 if TYPE_CHECKING:
     from user_shard.service import ShardService
@@ -24,32 +22,32 @@ class ShardServicer(shard_pb2_grpc.UserShardServicer):
         self._service = service
 
     async def CreateUser(
-        self, request: shard_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+        self, request: shard_pb2.CreateUserRequest, context: Context
     ) -> shard_pb2.UserReply:
         return await self._service.create_user(request)
 
     async def GetUser(
-        self, request: shard_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+        self, request: shard_pb2.GetUserRequest, context: Context
     ) -> shard_pb2.UserReply:
         return await self._service.get_user(request)
 
     async def UpdateProfile(
-        self, request: shard_pb2.UpdateProfileRequest, context: grpc.aio.ServicerContext
+        self, request: shard_pb2.UpdateProfileRequest, context: Context
     ) -> shard_pb2.UserReply:
         return await self._service.update_profile(request)
 
     async def SubmitQuiz(
-        self, request: shard_pb2.SubmitQuizRequest, context: grpc.aio.ServicerContext
+        self, request: shard_pb2.SubmitQuizRequest, context: Context
     ) -> shard_pb2.SubmitQuizReply:
         return await self._service.submit_quiz(request)
 
     async def GetBalance(
-        self, request: shard_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+        self, request: shard_pb2.GetBalanceRequest, context: Context
     ) -> shard_pb2.Balance:
         return await self._service.get_balance(request)
 
     async def GetShardStatus(
-        self, request: shard_pb2.GetShardStatusRequest, context: grpc.aio.ServicerContext
+        self, request: shard_pb2.GetShardStatusRequest, context: Context
     ) -> shard_pb2.ShardStatus:
         return await self._service.shard_status()
 

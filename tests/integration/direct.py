@@ -151,8 +151,10 @@ class Direct:
             statuses = await self.shard_statuses()
             for shard_id, s in statuses.items():
                 if s.granted_total != s.allowance_remaining + s.credited_total:
-                    problems.append(f"{shard_id}: granted {s.granted_total} != allowance "
-                                    f"{s.allowance_remaining} + credited {s.credited_total}")  # fmt: skip
+                    problems.append(
+                        f"{shard_id}: granted {s.granted_total} != allowance "
+                        f"{s.allowance_remaining} + credited {s.credited_total}"
+                    )
                 if hub_grants.get(shard_id, 0) != s.granted_total:
                     problems.append(f"{shard_id}: hub says {hub_grants.get(shard_id, 0)}, "
                                     f"shard says {s.granted_total}")  # fmt: skip
@@ -177,7 +179,9 @@ def sigkill(pid: int) -> None:
 
 
 def is_resource_exhausted(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return (
+        isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
 
 
 def data_dir_of(cluster: Cluster) -> Path:

@@ -1,4 +1,4 @@
-"""Allowance: rewards need no hub call, retries are idempotent, the cap holds, the hub may be down."""
+"""Allowance: no hub call per quiz, idempotent retries, the cap, and a hub that is down."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ REQUEST_ALLOWANCE = "/canistry.hub.v1.Hub/RequestAllowance"
 
 
 async def _earn(direct: Direct, users: int, units_each: int) -> int:
-    """Register ``users`` users who each pass ``units_each`` distinct units; return tokens earned."""
+    """Register ``users`` users who each pass ``units_each`` distinct units; return tokens."""
     earned = 0
     for _ in range(users):
         p = new_principal()

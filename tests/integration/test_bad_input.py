@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,7 +16,9 @@ from runtime.rpc import make_channel
 from tests.integration.direct import SAMPLE, Direct, new_principal, right_answers
 
 
-async def _shard_call_status(direct: Direct, p: str, unit_id: str, answers: dict) -> grpc.StatusCode:  # type: ignore[type-arg]
+async def _shard_call_status(
+    direct: Direct, p: str, unit_id: str, answers: dict
+) -> grpc.StatusCode:  # type: ignore[type-arg]
     a = await direct.lookup(p)
     from protos import shard_pb2
 
@@ -30,7 +33,10 @@ async def test_unknown_unit_and_malformed_answers(shared_cluster: Cluster) -> No
     direct, p = Direct(shared_cluster), new_principal()
     await direct.register(p)
     unit = SAMPLE[3]
-    assert await _shard_call_status(direct, p, "no-such-unit", {"q1": "a"}) == grpc.StatusCode.NOT_FOUND
+    assert (
+        await _shard_call_status(direct, p, "no-such-unit", {"q1": "a"})
+        == grpc.StatusCode.NOT_FOUND
+    )
     assert (
         await _shard_call_status(direct, p, unit["id"], {"nope": "a"})
         == grpc.StatusCode.INVALID_ARGUMENT
@@ -46,7 +52,9 @@ async def test_unknown_unit_and_malformed_answers(shared_cluster: Cluster) -> No
     assert (await direct.submit(p, unit["id"], right_answers(unit))).passed
 
 
-async def test_bad_content_pack_is_rejected_whole_with_its_line(shared_cluster: Cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_content_pack_is_rejected_whole_with_its_line(
+    shared_cluster: Cluster, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     content = shared_cluster.children["content"].address
     good = json.loads(json.dumps({"units": SAMPLE[:1]}))
     good["units"][0]["id"] = "fresh-unit-001"
@@ -64,9 +72,13 @@ async def test_bad_content_pack_is_rejected_whole_with_its_line(shared_cluster: 
 
     pack = tmp_path / "bad.json"
     pack.write_text(text)
-    result = subprocess.run(
-        [sys.executable, "-m", "canistry", "content", "import", str(pack), "--content-addr", content],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "canistry", "content", "import", str(pack)]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [*argv, "--content-addr", content],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "line" in result.stderr and "reward" in result.stderr

@@ -106,7 +106,7 @@ def test_up_restarts_a_core_service_that_dies(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             status = _canistry("status", "--data-dir", str(data_dir))
-            new_pid = (layout.service_dir("registry") / "service.pid")
+            new_pid = layout.service_dir("registry") / "service.pid"
             if status.returncode == 0 and new_pid.exists() and int(new_pid.read_text()) != pid:
                 break
             time.sleep(0.2)

@@ -31,7 +31,9 @@ async def test_users_past_soft_limit_land_on_new_shards(make_cluster: MakeCluste
     assert max(users.values()) <= 5, f"a shard went over the hard limit: {users}"
     assert sum(users.values()) == len(principals)
     # Every shard the users landed on was made by the hub, and serves them.
-    hub_shards = {s.shard_id for s in (await direct.hub.ListHubShards(hub_pb2.ListHubShardsRequest())).shards}
+    hub_shards = {
+        s.shard_id for s in (await direct.hub.ListHubShards(hub_pb2.ListHubShardsRequest())).shards
+    }
     assert set(placed.values()) <= hub_shards
     for p, shard_id in placed.items():
         reply = await direct.user(p)

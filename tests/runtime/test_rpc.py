@@ -1,10 +1,10 @@
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import introspect_pb2, introspect_pb2_grpc
 from runtime import rpc
 from runtime.errors import DailyLimitExceeded, Unavailable
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 async def test_server_serves_health_and_counts_calls() -> None:

@@ -26,7 +26,9 @@ async def test_group_commit_batches_and_isolates_failures(tmp_path: Path) -> Non
 
         return fn
 
-    results = await asyncio.gather(*(committer.submit(put(i)) for i in range(50)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(committer.submit(put(i)) for i in range(50)), return_exceptions=True
+    )
     await committer.stop()
     assert isinstance(results[3], InvalidArgument)
     assert [r for i, r in enumerate(results) if i != 3] == [i for i in range(50) if i != 3]
