@@ -27,6 +27,7 @@ from typing import TextIO
 from canistry.children import Child, ChildFailed, serve_argv
 from canistry.layout import CORE_SERVICES, ClusterLayout
 from hub.spawner import stop_shards
+from runtime import logs
 from runtime.net import free_port
 
 __all__ = ["UpConfig", "UpError", "run_up"]
@@ -254,6 +255,10 @@ def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
             os._exit(128 + signum)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    log_file = cluster.layout.log_file("up")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_stream = open(log_file, "a")  # the terminal gets the readable lines; details go here
+    logs.configure("up", stream=log_stream)
     try:
         cluster.lock()
         try:
@@ -276,5 +281,6 @@ def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
         return 0
     finally:
         cluster.close()
+        log_stream.close()
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -12,6 +12,7 @@ import contextvars
 import logging
 import sys
 import uuid
+from typing import TextIO
 
 import structlog
 
@@ -49,9 +50,10 @@ def _add_request_id(
     return event
 
 
-def configure(service: str, *, level: str = "info") -> None:
-    """Send JSON lines to stderr, each tagged with ``service`` and the request id."""
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+def configure(service: str, *, level: str = "info", stream: TextIO | None = None) -> None:
+    """Send JSON lines to ``stream`` (stderr), each tagged with ``service`` and the request id."""
+    stream = stream or sys.stderr
+    logging.basicConfig(stream=stream, level=level.upper(), format="%(message)s")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -64,7 +66,7 @@ def configure(service: str, *, level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
