@@ -1,4 +1,8 @@
-"""Shared load driver for the benchmarks: bounded in count and time, loopback only."""
+"""Shared load driver for the benchmarks: bounded in count and time, loopback only.
+
+It calls the registry and the shards as the gateway does, with the gateway's
+certificate (``Cluster.tls("gateway")``), so the figures include mutual TLS.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 from content_service.service import load_sample_pack
 from protos import registry_pb2, registry_pb2_grpc, shard_pb2, shard_pb2_grpc
 from runtime.rpc import make_channel
+from runtime.tls import TLSConfig
 
 UNITS = json.loads(load_sample_pack())["units"]
 ANSWERS = {u["id"]: {q["id"]: q["answer"] for q in u["quiz"]["questions"]} for u in UNITS}
@@ -51,15 +56,15 @@ class RunResult:
         return d
 
 
-async def register_users(registry: str, count: int) -> list[tuple[str, str]]:
+async def register_users(registry: str, count: int, tls: TLSConfig | None) -> list[tuple[str, str]]:
     """Register ``count`` users; returns (principal, shard address)."""
     out = []
-    async with make_channel(registry) as ch:
+    async with make_channel(registry, tls) as ch:
         reg = registry_pb2_grpc.RegistryStub(ch)
         for _ in range(count):
             p = f"bench-{uuid.uuid4().hex[:20]}"
             a = await reg.Assign(registry_pb2.AssignRequest(principal=p))
-            async with make_channel(a.address) as sch:
+            async with make_channel(a.address, tls) as sch:
                 await shard_pb2_grpc.UserShardStub(sch).CreateUser(
                     shard_pb2.CreateUserRequest(
                         principal=p, profile=shard_pb2.Profile(name="Bench", email="b@example.org")
@@ -76,9 +81,10 @@ async def drive_submissions(
     concurrency: int,
     max_submissions: int,
     max_seconds: float,
+    tls: TLSConfig | None,
 ) -> RunResult:
     """Each worker passes units for its users in turn; stops at the count or the time limit."""
-    channels = {addr: make_channel(addr) for _, addr in users}
+    channels = {addr: make_channel(addr, tls) for _, addr in users}
     stubs = {addr: shard_pb2_grpc.UserShardStub(ch) for addr, ch in channels.items()}
     result = RunResult(label, 0, 0, 0, 0.0)
     issued = 0

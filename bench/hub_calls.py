@@ -19,12 +19,13 @@ from bench._driver import base_parser, drive_submissions, register_users, write_
 from canistry.up import Cluster, UpConfig
 from protos import introspect_pb2, introspect_pb2_grpc
 from runtime.rpc import make_channel
+from runtime.tls import TLSConfig
 
 METHOD = "/canistry.hub.v1.Hub/RequestAllowance"
 
 
-async def hub_calls(hub: str) -> int:
-    async with make_channel(hub) as ch:
+async def hub_calls(hub: str, tls: TLSConfig) -> int:
+    async with make_channel(hub, tls) as ch:
         c = await introspect_pb2_grpc.IntrospectStub(ch).GetRpcCounts(
             introspect_pb2.GetRpcCountsRequest()
         )
@@ -43,15 +44,17 @@ def main() -> None:
         try:
             cluster.boot()
             hub = cluster.children["hub"].address
+            tls = cluster.tls("gateway")
 
             async def go():  # type: ignore[no-untyped-def]
-                users = await register_users(cluster.children["registry"].address, args.users)
-                before = await hub_calls(hub)
+                registry = cluster.children["registry"].address
+                users = await register_users(registry, args.users, tls)
+                before = await hub_calls(hub, tls)
                 result = await drive_submissions(
                     "rewarded", users, concurrency=args.concurrency,
-                    max_submissions=args.submissions, max_seconds=args.seconds,
+                    max_submissions=args.submissions, max_seconds=args.seconds, tls=tls,
                 )  # fmt: skip
-                return before, result, await hub_calls(hub)
+                return before, result, await hub_calls(hub, tls)
 
             before, result, after = asyncio.run(go())
         finally:

@@ -35,11 +35,14 @@ def run_mode(group_commit: bool, args) -> dict:  # type: ignore[no-untyped-def]
         try:
             cluster.boot()
 
+            tls = cluster.tls("gateway")
+
             async def go():  # type: ignore[no-untyped-def]
-                users = await register_users(cluster.children["registry"].address, args.users)
+                registry = cluster.children["registry"].address
+                users = await register_users(registry, args.users, tls)
                 return await drive_submissions(
                     label, users, concurrency=args.concurrency,
-                    max_submissions=args.submissions, max_seconds=args.seconds,
+                    max_submissions=args.submissions, max_seconds=args.seconds, tls=tls,
                 )  # fmt: skip
 
             result = asyncio.run(go())

@@ -7,8 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout
+from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout, operator_tls
 from canistry.serve import add_serve_parser, run_serve
+from runtime.tls import TLSError
 
 __all__ = ["main"]
 
@@ -18,6 +19,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _operator_flags(parser: argparse.ArgumentParser) -> None:
+    cert = parser.add_mutually_exclusive_group()
+    cert.add_argument(
+        "--tls-dir",
+        type=Path,
+        metavar="DIR",
+        help="operator certificate (ca.pem, cert.pem, key.pem); "
+        "default: DATA_DIR/tls/operator, made by `canistry up`",
+    )
+    cert.add_argument(
+        "--insecure", action="store_true", help="plain text, for services run with --insecure"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = st.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=None)
     where.add_argument("--hub", metavar="ADDR", help="hub address host:port")
+    _operator_flags(st)
 
     content = sub.add_parser("content", help="manage content packs")
     csub = content.add_subparsers(dest="content_command", required=True, metavar="ACTION")
@@ -51,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = imp.add_mutually_exclusive_group()
     target.add_argument("--data-dir", type=Path, default=None)
     target.add_argument("--content-addr", metavar="ADDR")
+    _operator_flags(imp)
 
     add_serve_parser(sub)
     return parser
@@ -88,7 +105,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"canistry status: no cluster at {data_dir} (no cluster.json)", file=sys.stderr)
             return 1
     try:
-        status = asyncio.run(fetch_status(hub))
+        tls = operator_tls(tls_dir=args.tls_dir, data_dir=args.data_dir, insecure=args.insecure)
+    except TLSError as exc:
+        print(f"canistry status: {exc}", file=sys.stderr)
+        return 1
+    try:
+        status = asyncio.run(fetch_status(hub, tls))
     except NoCluster as exc:
         print(f"canistry status: {exc.message}", file=sys.stderr)
         return 1

@@ -6,16 +6,22 @@ import argparse
 import asyncio
 import sys
 
-from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout
+from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout, operator_tls
 from protos import content_pb2, content_pb2_grpc
 from runtime.errors import CanistryError
 from runtime.rpc import make_channel, rpc_errors
+from runtime.tls import Role, TLSConfig, TLSError
 
 __all__ = ["import_pack"]
 
 
-async def _import_remote(address: str, text: str) -> content_pb2.ImportPackReply:
-    async with make_channel(address) as ch, rpc_errors("content service"):
+async def _import_remote(
+    address: str, tls: TLSConfig | None, text: str
+) -> content_pb2.ImportPackReply:
+    async with (
+        make_channel(address, tls, server_role=Role.CONTENT) as ch,
+        rpc_errors("content service"),
+    ):
         reply: content_pb2.ImportPackReply = await content_pb2_grpc.ContentStub(ch).ImportPack(
             content_pb2.ImportPackRequest(pack_json=text), timeout=30
         )
@@ -30,7 +36,12 @@ def import_pack(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.content_addr:
-            r = asyncio.run(_import_remote(args.content_addr, text))
+            try:
+                tls = operator_tls(tls_dir=args.tls_dir, data_dir=None, insecure=args.insecure)
+            except TLSError as exc:
+                print(f"canistry content import: {exc}", file=sys.stderr)
+                return 2
+            r = asyncio.run(_import_remote(args.content_addr, tls, text))
             added, changed, unchanged, total = r.added, r.changed, r.unchanged, r.total_units
         else:
             from content_service.service import import_pack_text

@@ -3,6 +3,12 @@
 This is the one place where a service's flags become its config. The process
 writes its address to ``--ready-file`` only after binding, and its pid to
 ``<data-dir>/service.pid`` while it runs.
+
+Every service needs ``--tls-dir DIR`` (its cluster certificate: ``ca.pem``,
+``cert.pem``, ``key.pem``) or, to run in plain text with nobody's identity
+checked, an explicit ``--insecure``. The certificate must name this service
+(a shard's, its shard id); the hub also takes ``--ca-dir``, the cluster CA it
+issues shard certificates from.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
@@ -19,10 +26,17 @@ from typing import Any
 from runtime import logs
 from runtime.process import run_until_signalled, write_atomically
 from runtime.rpc import ServerConfig
+from runtime.tls import Identity, Role, TLSConfig, TLSError
 
-__all__ = ["SERVICES", "add_serve_parser", "run_serve"]
+__all__ = ["SERVICES", "ServeError", "add_serve_parser", "run_serve"]
+
+log = logs.get_logger(__name__)
 
 SERVICES = ("content", "registry", "hub", "shard")
+
+
+class ServeError(RuntimeError):
+    """The flags cannot make a working service (bad certificates, for one)."""
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -45,6 +59,17 @@ def add_serve_parser(sub: Any) -> None:
         sp.add_argument(
             "--no-fsync", action="store_true", help="skip fsync on commit (benchmarks only)"
         )
+        security = sp.add_mutually_exclusive_group(required=True)
+        security.add_argument(
+            "--tls-dir",
+            type=Path,
+            help="this service's cluster certificate: ca.pem, cert.pem, key.pem (mutual TLS)",
+        )
+        security.add_argument(
+            "--insecure",
+            action="store_true",
+            help="serve and dial plain text and check no caller (tests and debugging only)",
+        )
         return sp
 
     c = common("content", "the content service")
@@ -62,6 +87,11 @@ def add_serve_parser(sub: Any) -> None:
     h.add_argument("--registry", required=True, help="registry address")
     h.add_argument("--content", required=True, help="content service address")
     h.add_argument("--shards-dir", type=Path, required=True, help="where shard data directories go")
+    h.add_argument(
+        "--ca-dir",
+        type=Path,
+        help="the cluster CA (ca.pem, ca.key) to issue shard certificates; needs --tls-dir",
+    )
     h.add_argument("--cap", type=int, default=4_200_000_000)
     h.add_argument("--soft-limit", type=int, default=90_000)
     h.add_argument("--hard-limit", type=int, default=100_000)
@@ -89,8 +119,25 @@ def add_serve_parser(sub: Any) -> None:
     )
 
 
+def _tls(args: argparse.Namespace) -> TLSConfig | None:
+    """The certificate from ``--tls-dir``, checked to name this service; None if --insecure."""
+    if args.insecure:
+        return None
+    role = Role(args.service)
+    want = Identity(role, args.shard_id if role is Role.SHARD else role.value)
+    try:
+        tls = TLSConfig.from_dir(args.tls_dir)
+        have = tls.identity()
+    except TLSError as exc:
+        raise ServeError(str(exc)) from None
+    if have != want:
+        raise ServeError(f"{tls.cert} is the certificate of {have}, not of {want}")
+    return tls
+
+
 def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
-    server = ServerConfig(host=args.host, port=args.port)
+    tls = _tls(args)
+    server = ServerConfig(host=args.host, port=args.port, tls=tls)
     durable = not args.no_fsync
     if args.service == "content":
         from content_service.config import ContentConfig
@@ -125,9 +172,12 @@ def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
         from hub.config import HubSettings
         from hub.service import HubService
 
+        if (args.ca_dir is None) != (tls is None):
+            raise ServeError("the hub takes --ca-dir with --tls-dir, and neither with --insecure")
         hcfg = HubSettings(
             data_dir=args.data_dir,
             shards_dir=args.shards_dir,
+            ca_dir=args.ca_dir,
             registry_address=args.registry,
             content_address=args.content,
             server=server,
@@ -177,7 +227,16 @@ def run_serve(args: argparse.Namespace) -> int:
     name = args.shard_id if args.service == "shard" else args.service
     logs.configure(name, level=args.log_level)
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    factory = _build(args)
+    try:
+        factory = _build(args)
+    except (ServeError, ValueError) as exc:
+        print(f"canistry serve {args.service}: {exc}", file=sys.stderr)
+        return 2
+    if args.insecure:
+        log.warning(
+            "insecure",
+            detail="plain text: no mutual TLS, and any caller may call any RPC",
+        )
 
     def ready(svc: Any) -> None:
         if args.ready_file is not None:

@@ -22,6 +22,7 @@ from protos import (
 )
 from runtime.errors import CanistryError
 from runtime.rpc import make_channel, rpc_errors
+from runtime.tls import Role, TLSConfig
 
 __all__ = ["ClusterStatus", "NoCluster", "fetch_status", "render_status"]
 
@@ -57,10 +58,13 @@ class ClusterStatus:
     subjects: list[str] = field(default_factory=list)
 
 
-async def _shard_row(info: registry_pb2.ShardInfo) -> ShardRow:
+async def _shard_row(info: registry_pb2.ShardInfo, tls: TLSConfig | None) -> ShardRow:
     row = ShardRow(info.shard_id, info.address, _STATE.get(info.state, "unknown"), info.users)
     try:
-        async with make_channel(info.address) as ch, rpc_errors(info.shard_id):
+        async with (
+            make_channel(info.address, tls, server_role=Role.SHARD) as ch,
+            rpc_errors(info.shard_id),
+        ):
             s = await shard_pb2_grpc.UserShardStub(ch).GetShardStatus(
                 shard_pb2.GetShardStatusRequest(), timeout=2
             )
@@ -72,23 +76,34 @@ async def _shard_row(info: registry_pb2.ShardInfo) -> ShardRow:
     return row
 
 
-async def fetch_status(hub: str, timeout_s: float = 3.0) -> ClusterStatus:
-    """Gather the figures; raises :class:`NoCluster` if no hub answers at ``hub``."""
+async def fetch_status(
+    hub: str, tls: TLSConfig | None = None, timeout_s: float = 3.0
+) -> ClusterStatus:
+    """Gather the figures, presenting ``tls`` (the operator's certificate) to each service.
+
+    Raises :class:`NoCluster` if no hub answers at ``hub``.
+    """
     try:
-        async with make_channel(hub) as ch, rpc_errors("hub"):
+        async with make_channel(hub, tls, server_role=Role.HUB) as ch, rpc_errors("hub"):
             stub = hub_pb2_grpc.HubStub(ch)
             config = await stub.GetHubConfig(hub_pb2.GetHubConfigRequest(), timeout=timeout_s)
             treasury = await stub.GetTreasury(hub_pb2.GetTreasuryRequest(), timeout=timeout_s)
     except CanistryError as exc:
         raise NoCluster(f"no cluster answers at {hub} ({exc.message})") from exc
     status = ClusterStatus(hub=hub, config=config, treasury=treasury)
-    async with make_channel(config.registry_address) as ch, rpc_errors("registry"):
+    async with (
+        make_channel(config.registry_address, tls, server_role=Role.REGISTRY) as ch,
+        rpc_errors("registry"),
+    ):
         directory = await registry_pb2_grpc.RegistryStub(ch).ListShards(
             registry_pb2.ListShardsRequest(), timeout=timeout_s
         )
-    status.shards = list(await asyncio.gather(*(_shard_row(s) for s in directory.shards)))
+    status.shards = list(await asyncio.gather(*(_shard_row(s, tls) for s in directory.shards)))
     try:
-        async with make_channel(config.content_address) as ch, rpc_errors("content"):
+        async with (
+            make_channel(config.content_address, tls, server_role=Role.CONTENT) as ch,
+            rpc_errors("content"),
+        ):
             stats = await content_pb2_grpc.ContentStub(ch).GetContentStats(
                 content_pb2.GetContentStatsRequest(), timeout=timeout_s
             )

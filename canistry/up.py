@@ -1,6 +1,8 @@
 """``canistry up``: the whole cluster on this machine, in the foreground.
 
-It starts content, registry and hub as child processes, waits until the hub
+It makes the cluster CA and the certificates of every core service, the
+gateway and the operator (once; later runs reuse them until they near their
+end), starts content, registry and hub as child processes, waits until the hub
 has its minimum shards, prints where everything listens, then supervises:
 a core service that dies is restarted with backoff. The first SIGINT or
 SIGTERM stops everything, shards included, in order (hub first, so it spawns
@@ -25,10 +27,11 @@ from pathlib import Path
 from typing import TextIO
 
 from canistry.children import Child, ChildFailed, serve_argv
-from canistry.layout import CORE_SERVICES, ClusterLayout
+from canistry.layout import CERTIFIED, CORE_SERVICES, ClusterLayout
 from hub.spawner import stop_shards
 from runtime import logs
 from runtime.net import free_port
+from runtime.tls import ClusterCA, Identity, Role, TLSConfig, TLSError
 
 __all__ = ["UpConfig", "UpError", "run_up"]
 
@@ -125,6 +128,20 @@ class Cluster:
         self.layout.write_ports(ports)
         return ports
 
+    def certificates(self) -> None:
+        """Make the cluster CA and the certificates ``canistry up`` hands out, or keep them."""
+        lay = self.layout
+        try:
+            ca = ClusterCA.open(lay.ca_dir)
+            for name in CERTIFIED:
+                ca.ensure(Identity(Role(name), name), lay.tls_dir(name))
+        except (OSError, TLSError) as exc:
+            raise UpError(f"cannot set up the cluster's certificates: {exc}") from None
+
+    def tls(self, name: str) -> TLSConfig:
+        """The certificate of ``name`` (one of ``CERTIFIED``), once :meth:`certificates` ran."""
+        return TLSConfig.from_dir(self.layout.tls_dir(name))
+
     def build(self, ports: dict[str, int]) -> None:
         c, lay = self.config, self.layout
         addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
@@ -138,6 +155,7 @@ class Cluster:
             "hub": [
                 "--registry", addr["registry"], "--content", addr["content"],
                 "--shards-dir", str(lay.shards_dir.resolve()),
+                "--ca-dir", str(lay.ca_dir.resolve()),
                 "--cap", str(c.cap), "--soft-limit", str(c.soft_limit),
                 "--hard-limit", str(c.hard_limit), "--min-shards", str(c.min_shards),
                 "--scale-interval", str(c.scale_interval_s),
@@ -152,6 +170,7 @@ class Cluster:
                 "--data-dir", str(lay.service_dir(name).resolve()),
                 "--port", str(ports[name]),
                 "--ready-file", str(lay.ready_file(name).resolve()),
+                "--tls-dir", str(lay.tls_dir(name).resolve()),
                 *extra,
             )  # fmt: skip
             self.children[name] = Child(name, argv, lay.ready_file(name), lay.log_file(name))
@@ -169,15 +188,18 @@ class Cluster:
         """
         if self._lock_fh is None:
             self.lock()
+        self.certificates()
         self.build(self.ports())
         self.say(f"canistry: starting cluster in {self.config.data_dir.resolve()}")
+        self.say(f"  mutual TLS under the cluster CA in {self.layout.ca_dir.resolve()}")
         self.start()
         registry = self.children["registry"].address
         want, timeout_s = self.config.min_shards, self.config.ready_timeout_s
         # Its own loop in a worker thread: boot() is blocking, and callers may
         # be inside an event loop (tests) or not (the CLI).
+        wait = _wait_for_shards(registry, self.tls("operator"), want, timeout_s)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, _wait_for_shards(registry, want, timeout_s)).result()
+            return pool.submit(asyncio.run, wait).result()
 
     def supervise_once(self) -> None:
         now = time.monotonic()
@@ -219,13 +241,15 @@ class Cluster:
             self._lock_fh = None
 
 
-async def _wait_for_shards(registry: str, want: int, timeout_s: float) -> list[tuple[str, str]]:
+async def _wait_for_shards(
+    registry: str, tls: TLSConfig, want: int, timeout_s: float
+) -> list[tuple[str, str]]:
     from protos import registry_pb2, registry_pb2_grpc
     from runtime.rpc import make_channel
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with make_channel(registry) as channel:
+    async with make_channel(registry, tls, server_role=Role.REGISTRY) as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         while True:
             try:

@@ -17,7 +17,8 @@ class ContentConfig:
     data_dir: Path
     """This service's own directory; its LMDB environment lives right in it."""
     server: ServerConfig = field(default_factory=ServerConfig)
-    """Where the gRPC server listens."""
+    """Where the gRPC server listens; ``server.tls`` is this process's cluster
+    certificate, which it also presents to the peers it dials."""
     durable: bool = True
     """fsync every import. Only throwaway tests turn this off."""
     cache_units: int = 10_000

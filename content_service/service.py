@@ -15,7 +15,7 @@ from typing import Self
 
 from content_service.config import ContentConfig
 from content_service.pack import parse_pack
-from content_service.servicer import ContentServicer
+from content_service.servicer import ACCESS, ContentServicer
 from content_service.store import ContentStore, ImportSummary
 from protos import content_pb2, content_pb2_grpc
 from runtime import logs
@@ -72,6 +72,7 @@ class ContentService:
                     ServiceBinding(
                         SERVICE_NAME,
                         lambda s: content_pb2_grpc.add_ContentServicer_to_server(servicer, s),
+                        access=ACCESS,
                     )
                 ],
             )

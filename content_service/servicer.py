@@ -12,14 +12,28 @@ from content_service import quiz
 from content_service.pack import SLUG_PATTERN, is_slug, parse_pack
 from content_service.store import ContentStore
 from protos import content_pb2, content_pb2_grpc
+from runtime.authz import Rules
 from runtime.errors import InvalidArgument
 from runtime.rpc import Context
 from runtime.store import GroupCommitter
+from runtime.tls import Role
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "ContentServicer"]
+__all__ = ["ACCESS", "DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "ContentServicer"]
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+
+_READERS = {Role.GATEWAY, Role.OPERATOR}
+
+#: Who may call what (``runtime.authz``): only shards verify quizzes, and
+#: only the operator's command line imports packs.
+ACCESS: Rules = {
+    "ImportPack": {Role.OPERATOR},
+    "ListUnits": _READERS,
+    "GetUnit": _READERS,
+    "VerifyQuiz": {Role.SHARD},
+    "GetContentStats": _READERS,
+}
 
 
 class ContentServicer(content_pb2_grpc.ContentServicer):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from protos import hub_pb2
 from runtime.rpc import ServerConfig
+from runtime.tls import CA_KEY_FILE
 
 __all__ = ["SPAWNERS", "HubSettings", "differences", "template_version"]
 
@@ -61,7 +62,10 @@ class HubSettings:
     content_address: str
     """The content service (host:port), handed to every shard."""
     server: ServerConfig = field(default_factory=ServerConfig)
-    """Where the hub's gRPC server listens."""
+    """Where the hub's gRPC server listens, and its certificate (``server.tls``)."""
+    ca_dir: Path | None = None
+    """The cluster CA (``ca.pem``, ``ca.key``): the hub issues each shard it creates
+    a certificate from it. Required with ``server.tls``, and only with it."""
     cap: int = 4_200_000_000
     """Tokens the treasury may ever grant, all shards together."""
     soft_limit: int = 90_000
@@ -93,6 +97,10 @@ class HubSettings:
         for name in ("registry_address", "content_address"):
             if not getattr(self, name).strip():
                 raise ValueError(f"{name} is required")
+        if (self.server.tls is None) != (self.ca_dir is None):
+            raise ValueError("server.tls and ca_dir go together: a TLS hub issues shard identities")
+        if self.ca_dir is not None and not (self.ca_dir / CA_KEY_FILE).is_file():
+            raise ValueError(f"no cluster CA key in {self.ca_dir}")
         if self.cap < 0:
             raise ValueError("cap must be >= 0")
         if self.soft_limit < 1 or self.hard_limit < 1:

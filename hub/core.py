@@ -9,6 +9,7 @@ from hub.rounds import CapacityRounds
 from hub.store import HubStore
 from protos import hub_pb2
 from runtime import logs
+from runtime.tls import Identity
 
 __all__ = ["Hub"]
 
@@ -33,12 +34,17 @@ class Hub:
         self.registry_address = registry_address
         self.content_address = content_address
 
-    async def request_allowance(self, request: hub_pb2.AllowanceRequest) -> hub_pb2.AllowanceGrant:
+    async def request_allowance(
+        self, request: hub_pb2.AllowanceRequest, caller: Identity | None = None
+    ) -> hub_pb2.AllowanceGrant:
         """Grant a shard's allowance request once per seq (see :mod:`hub.treasury`).
 
-        Raises ``InvalidArgument``, ``UnknownShard`` (PERMISSION_DENIED) or
-        ``StaleSequence`` (FAILED_PRECONDITION).
+        ``caller`` is the requesting shard's verified identity (None only
+        without TLS). Raises ``InvalidArgument``, ``NotThisShard`` or
+        ``UnknownShard`` (PERMISSION_DENIED), or ``StaleSequence``
+        (FAILED_PRECONDITION).
         """
+        treasury.check_caller(caller, request.shard_id)
         ask = treasury.Ask(
             shard_id=request.shard_id,
             seq=request.seq,

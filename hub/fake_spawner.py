@@ -2,8 +2,9 @@
 
 Each "shard" is an in-process gRPC server on the record's port that answers
 only health checks, so the hub's real health wait, registration and
-supervision run unchanged. Tests can make new shards unhealthy, crash one,
-and mark ports as taken.
+supervision run unchanged. With ``tls`` a fake serves mutual TLS with the
+certificate the hub issued it, as a real shard does. Tests can make new
+shards unhealthy, crash one, and mark ports as taken.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hub.spawner import port_is_free
+from hub.spawner import port_is_free, shard_tls_dir
 from protos import hub_pb2
 from runtime.errors import Unavailable
+from runtime.tls import TLSConfig
 
 __all__ = ["FakeSpawner"]
 
@@ -31,8 +33,9 @@ class _Fake:
 class FakeSpawner:
     """Shards as in-process health-only servers; survives a hub restart if reused."""
 
-    def __init__(self, *, healthy: bool = True) -> None:
+    def __init__(self, *, healthy: bool = True, tls: bool = False) -> None:
         self.healthy = healthy
+        self.tls = tls
         self.starts: list[str] = []
         """Shard id of every start, in order."""
         self.stops: list[str] = []
@@ -47,7 +50,16 @@ class FakeSpawner:
         server = grpc.aio.server()
         servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        if server.add_insecure_port(f"127.0.0.1:{record.port}") == 0:
+        where = f"127.0.0.1:{record.port}"
+        if self.tls:
+            m = TLSConfig.from_dir(shard_tls_dir(record.data_dir)).read()
+            creds = grpc.ssl_server_credentials(
+                [(m.key, m.cert)], root_certificates=m.ca_cert, require_client_auth=True
+            )
+            port = server.add_secure_port(where, creds)
+        else:
+            port = server.add_insecure_port(where)
+        if port == 0:
             raise Unavailable(f"port {record.port} is taken")
         await server.start()
         await servicer.set("", self._status(self.healthy))

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from protos import registry_pb2, registry_pb2_grpc
 from runtime.rpc import make_channel, rpc_errors
+from runtime.tls import Role, TLSConfig
 
 __all__ = ["RegistryClient"]
 
 
 class RegistryClient:
-    """One long-lived channel to the registry. ``close()`` is idempotent."""
+    """One long-lived channel to the registry. ``close()`` is idempotent.
 
-    def __init__(self, address: str, *, timeout_s: float = 5.0) -> None:
+    ``tls`` is the hub's own certificate (None: plain text, tests only).
+    """
+
+    def __init__(
+        self, address: str, *, tls: TLSConfig | None = None, timeout_s: float = 5.0
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = make_channel(address)
+        self._channel = make_channel(address, tls, server_role=Role.REGISTRY)
         self._stub = registry_pb2_grpc.RegistryStub(self._channel)
         self._closed = False
 

@@ -21,13 +21,14 @@ from hub.core import Hub
 from hub.fake_spawner import FakeSpawner
 from hub.registry_client import RegistryClient
 from hub.rounds import CapacityRounds
-from hub.servicer import HubServicer
+from hub.servicer import ACCESS, HubServicer
 from hub.spawn import Spawns
 from hub.spawner import ProcessSpawner, ShardTemplate, Spawner
 from hub.store import HubStore
 from hub.supervisor import Supervisor
 from protos import hub_pb2, hub_pb2_grpc
 from runtime import logs, rpc
+from runtime.tls import ClusterCA
 
 __all__ = ["HubService"]
 
@@ -89,10 +90,19 @@ class HubService:
                 detail="the init config stored at first start wins; these settings are ignored",
             )
         policy = self.policy
-        self.registry = RegistryClient(settings.registry_address)
+        tls = settings.server.tls
+        # The only process that reads the CA key after `canistry up` made it.
+        ca = None if settings.ca_dir is None else ClusterCA.load(settings.ca_dir)
+        self.registry = RegistryClient(settings.registry_address, tls=tls)
         self.spawner = self._spawner_override or self._make_spawner(policy)
         spawns = Spawns(
-            self.store, self.spawner, self.registry, shards_dir=settings.shards_dir, policy=policy
+            self.store,
+            self.spawner,
+            self.registry,
+            shards_dir=settings.shards_dir,
+            policy=policy,
+            ca=ca,
+            tls=tls,
         )
         self.rounds = CapacityRounds(
             self.store,
@@ -102,7 +112,7 @@ class HubService:
             soft_limit=policy.soft_limit,
             retry_max_s=min(30.0, policy.scale_interval_s),
         )
-        self.supervisor = Supervisor(self.store, self.spawner, self.registry)
+        self.supervisor = Supervisor(self.store, self.spawner, self.registry, ca=ca)
         self.hub = Hub(
             self.store,
             policy,
@@ -115,7 +125,8 @@ class HubService:
         def add(server: grpc.aio.Server) -> None:
             hub_pb2_grpc.add_HubServicer_to_server(servicer, server)
 
-        self._server = rpc.Server("hub", settings.server, [rpc.ServiceBinding(SERVICE_NAME, add)])
+        binding = rpc.ServiceBinding(SERVICE_NAME, add, access=ACCESS)
+        self._server = rpc.Server("hub", settings.server, [binding])
         await self._server.start()
 
         self.supervisor.register_all()
@@ -138,7 +149,7 @@ class HubService:
 
     def _make_spawner(self, policy: hub_pb2.HubConfig) -> Spawner:
         if policy.spawner == "fake":
-            return FakeSpawner()
+            return FakeSpawner(tls=self.settings.server.tls is not None)
         template = ShardTemplate(
             content_address=self.settings.content_address,
             hub_address=lambda: self.address,
@@ -147,6 +158,7 @@ class HubService:
             base_allowance=policy.base_allowance,
             durable=self.settings.durable,
             commit_per_request=policy.shard_commit_per_request,
+            tls=self.settings.server.tls is not None,
         )
         return ProcessSpawner(template)
 

@@ -7,9 +7,24 @@ from __future__ import annotations
 
 from hub.core import Hub
 from protos import hub_pb2, hub_pb2_grpc
+from runtime.authz import ANY, Rules, caller
 from runtime.rpc import Context
+from runtime.tls import Role
 
-__all__ = ["HubServicer"]
+__all__ = ["ACCESS", "HubServicer"]
+
+_READERS = {Role.GATEWAY, Role.OPERATOR}
+
+#: Who may call what (``runtime.authz``). Only shards ask for allowance, and
+#: :meth:`Hub.request_allowance` then holds each to its own id and to the
+#: shards this hub created. Anyone in the cluster may ask for a capacity check.
+ACCESS: Rules = {
+    "RequestAllowance": {Role.SHARD},
+    "EnsureCapacity": ANY,
+    "GetTreasury": _READERS,
+    "ListHubShards": _READERS,
+    "GetHubConfig": _READERS,
+}
 
 
 class HubServicer(hub_pb2_grpc.HubServicer):
@@ -19,7 +34,7 @@ class HubServicer(hub_pb2_grpc.HubServicer):
     async def RequestAllowance(
         self, request: hub_pb2.AllowanceRequest, context: Context
     ) -> hub_pb2.AllowanceGrant:
-        return await self._hub.request_allowance(request)
+        return await self._hub.request_allowance(request, caller(context))
 
     async def EnsureCapacity(
         self, request: hub_pb2.EnsureCapacityRequest, context: Context

@@ -4,6 +4,10 @@
         \\______________________________________/
                   ABANDONED (process stopped)
 
+Issuing the identity writes the shard's certificate, signed by the cluster
+CA the hub holds, into ``<data_dir>/tls``: it is what lets the shard ask for
+allowance and verify quizzes, and only shards the hub created get one.
+
 Each step is committed before the next begins, so a hub that dies mid-spawn
 finds the record where it stopped and carries on from there: a process that
 is already running is adopted, never started twice. A shard that cannot get
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from hub.registry_client import RegistryClient
-from hub.spawner import Spawner
+from hub.spawner import Spawner, shard_tls_dir
 from hub.store import HubStore
 from protos import hub_pb2
 from runtime import logs
@@ -30,8 +34,9 @@ from runtime.errors import CanistryError, Unavailable
 from runtime.net import free_port
 from runtime.process import write_atomically
 from runtime.rpc import wait_healthy
+from runtime.tls import ClusterCA, Identity, Role, TLSConfig
 
-__all__ = ["IDENTITY_FILE", "SpawnFailed", "Spawns", "ensure_port"]
+__all__ = ["IDENTITY_FILE", "SpawnFailed", "Spawns", "ensure_identity", "ensure_port"]
 
 log = logs.get_logger(__name__)
 
@@ -69,6 +74,19 @@ async def ensure_port(
     return moved, True
 
 
+async def ensure_identity(ca: ClusterCA | None, record: hub_pb2.ShardRecord) -> None:
+    """Give the shard a current certificate of the cluster CA in its ``tls`` directory.
+
+    A certificate that is still good is kept; one near its end, or from
+    another CA, is issued again. Without a CA (a plain-text hub, tests only)
+    this does nothing.
+    """
+    if ca is None:
+        return
+    identity = Identity(Role.SHARD, record.shard_id)
+    await asyncio.to_thread(ca.ensure, identity, shard_tls_dir(record.data_dir))
+
+
 class Spawns:
     """Runs spawns for one hub; the caller makes sure only one runs at a time."""
 
@@ -80,14 +98,22 @@ class Spawns:
         *,
         shards_dir: Path,
         policy: hub_pb2.HubConfig,
+        ca: ClusterCA | None = None,
+        tls: TLSConfig | None = None,
         host: str = "127.0.0.1",
         register_attempts: int = 3,
     ) -> None:
+        """``ca`` issues shard certificates; ``tls`` is the hub's own, for health checks.
+
+        Both None: a plain-text hub whose shards get no certificate (tests only).
+        """
         self.store = store
         self.spawner = spawner
         self.registry = registry
         self.shards_dir = shards_dir
         self.policy = policy
+        self.ca = ca
+        self.tls = tls
         self.host = host
         self.register_attempts = register_attempts
 
@@ -137,9 +163,12 @@ class Spawns:
         return nxt
 
     async def _issue_identity(self, record: hub_pb2.ShardRecord) -> hub_pb2.ShardRecord:
-        # A placeholder identity; certificates under the cluster CA come later.
+        await ensure_identity(self.ca, record)
+        # A readable note beside the certificate (the certificate is what counts).
         identity = {
             "shard_id": record.shard_id,
+            "identity": Identity(Role.SHARD, record.shard_id).uri,
+            "certificate": str(shard_tls_dir(record.data_dir)) if self.ca else None,
             "issued_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "template_version": record.template_version,
         }
@@ -173,7 +202,12 @@ class Spawns:
                 await self.store.put_shard(relaunched)
             record = relaunched
         try:
-            await wait_healthy(record.address, timeout_s=self.policy.shard_start_timeout_s)
+            await wait_healthy(
+                record.address,
+                timeout_s=self.policy.shard_start_timeout_s,
+                tls=self.tls,
+                server_role=Role.SHARD,
+            )
         except Unavailable as exc:
             await self._abandon(record, str(exc))
         return await self._advance(record, STEP.SPAWN_STEP_HEALTHY)

@@ -30,7 +30,14 @@ from protos import hub_pb2
 from runtime import logs
 from runtime.process import write_atomically
 
-__all__ = ["ProcessSpawner", "ShardTemplate", "Spawner", "port_is_free", "stop_shards"]
+__all__ = [
+    "ProcessSpawner",
+    "ShardTemplate",
+    "Spawner",
+    "port_is_free",
+    "shard_tls_dir",
+    "stop_shards",
+]
 
 log = logs.get_logger(__name__)
 
@@ -39,8 +46,15 @@ PID_FILE = "shard.pid"
 #: Written by the shard itself while it serves (``canistry serve``).
 SERVICE_PID_FILE = "service.pid"
 LOG_FILE = "shard.log"
+#: The shard's certificate directory (``ca.pem``, ``cert.pem``, ``key.pem``), the hub's to write.
+TLS_DIR = "tls"
 
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shard_tls_dir(data_dir: str | Path) -> Path:
+    """Where the hub puts the certificate of the shard whose data lives in ``data_dir``."""
+    return Path(data_dir) / TLS_DIR
 
 
 class Spawner(Protocol):
@@ -83,6 +97,9 @@ class ShardTemplate:
     base_allowance: int
     durable: bool = True
     commit_per_request: bool = False
+    tls: bool = True
+    """Shards serve and dial mutual TLS with the certificate in their ``tls`` directory;
+    False runs them ``--insecure`` (only under a plain-text hub, in tests)."""
     host: str = "127.0.0.1"
 
 
@@ -117,6 +134,10 @@ class ProcessSpawner:
             "--token-limit", str(t.token_limit),
             "--base-allowance", str(t.base_allowance),
         ]  # fmt: skip
+        if t.tls:
+            argv += ["--tls-dir", str(shard_tls_dir(record.data_dir))]
+        else:
+            argv.append("--insecure")
         if not t.durable:
             argv.append("--no-fsync")
         if t.commit_per_request:

@@ -17,12 +17,13 @@ from collections.abc import Callable
 
 from hub.backoff import Backoff
 from hub.registry_client import RegistryClient
-from hub.spawn import ensure_port
+from hub.spawn import ensure_identity, ensure_port
 from hub.spawner import Spawner
 from hub.store import HubStore
 from protos import hub_pb2
 from runtime import logs
 from runtime.errors import CanistryError
+from runtime.tls import ClusterCA, TLSError
 
 __all__ = ["Supervisor"]
 
@@ -38,6 +39,7 @@ class Supervisor:
         spawner: Spawner,
         registry: RegistryClient,
         *,
+        ca: ClusterCA | None = None,
         interval_s: float = 0.5,
         register_retry_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -45,6 +47,8 @@ class Supervisor:
         self.store = store
         self.spawner = spawner
         self.registry = registry
+        self.ca = ca
+        """Renews a restarted shard's certificate if it nears its end."""
         self.interval_s = interval_s
         self.register_retry_s = register_retry_s
         self.clock = clock
@@ -96,8 +100,9 @@ class Supervisor:
             if moved:
                 self._to_register[record.shard_id] = 0.0
             try:
+                await ensure_identity(self.ca, record)
                 pid = await self.spawner.start(record)
-            except (OSError, CanistryError) as exc:
+            except (OSError, TLSError, CanistryError) as exc:
                 log.error("shard_restart_failed", shard_id=record.shard_id, error=repr(exc))
                 return
         restarted = hub_pb2.ShardRecord()

@@ -14,12 +14,27 @@ from dataclasses import dataclass
 
 from protos import hub_pb2
 from runtime.errors import Conflict, InvalidArgument, PermissionDenied
+from runtime.tls import Identity, Role
 
-__all__ = ["Ask", "GrantOutcome", "StaleSequence", "UnknownShard", "grant"]
+__all__ = [
+    "Ask",
+    "GrantOutcome",
+    "NotThisShard",
+    "StaleSequence",
+    "UnknownShard",
+    "check_caller",
+    "grant",
+]
 
 
 class UnknownShard(PermissionDenied):
     code = "unknown-shard"
+
+
+class NotThisShard(PermissionDenied):
+    """A shard asked for allowance in another shard's name."""
+
+    code = "not-this-shard"
 
 
 class StaleSequence(Conflict):
@@ -51,6 +66,16 @@ class GrantOutcome:
     totals: hub_pb2.Treasury
     new: bool
     """False for a replayed seq: only ``totals.allowance_calls`` moved."""
+
+
+def check_caller(caller: Identity | None, shard_id: str) -> None:
+    """Only a shard asks, and only in its own name: its certificate must name ``shard_id``.
+
+    ``caller`` None means no identity was checked (no TLS: tests only).
+    Raises :class:`NotThisShard`.
+    """
+    if caller is not None and (caller.role is not Role.SHARD or caller.name != shard_id):
+        raise NotThisShard(f"{caller} may not ask in the name of {shard_id!r}")
 
 
 def grant(

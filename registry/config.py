@@ -17,7 +17,8 @@ class RegistryConfig:
     data_dir: Path
     """Directory of the registry's LMDB environment."""
     server: ServerConfig = field(default_factory=ServerConfig)
-    """Where the gRPC server listens."""
+    """Where the gRPC server listens; ``server.tls`` is this process's cluster
+    certificate, which it also presents to the peers it dials."""
     soft_limit: int = 90_000
     """Users at which a shard is "filling up": reaching it pokes the hub."""
     hard_limit: int = 100_000

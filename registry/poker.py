@@ -17,6 +17,7 @@ from protos import hub_pb2, hub_pb2_grpc
 from runtime import logs
 from runtime.errors import CanistryError
 from runtime.rpc import make_channel, rpc_errors
+from runtime.tls import Role, TLSConfig
 
 __all__ = ["HubPoker"]
 
@@ -26,11 +27,15 @@ log = logs.get_logger(__name__)
 class HubPoker:
     """Sends coalesced ``EnsureCapacity`` calls to ``hub_address`` in the background.
 
-    With ``hub_address`` None every poke is a no-op.
+    With ``hub_address`` None every poke is a no-op. ``tls`` is the
+    registry's own certificate (None: plain text, tests only).
     """
 
-    def __init__(self, hub_address: str | None, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, hub_address: str | None, *, tls: TLSConfig | None = None, timeout_s: float = 30.0
+    ) -> None:
         self.hub_address = hub_address
+        self.tls = tls
         self.timeout_s = timeout_s
         self.pokes = 0
         """Pokes asked for (before coalescing)."""
@@ -43,7 +48,7 @@ class HubPoker:
     async def start(self) -> None:
         if self.hub_address is None or self._task is not None:
             return
-        self._channel = make_channel(self.hub_address)
+        self._channel = make_channel(self.hub_address, self.tls, server_role=Role.HUB)
         self._task = asyncio.create_task(self._run(), name="registry-hub-poker")
 
     async def stop(self) -> None:

@@ -11,7 +11,7 @@ from protos import registry_pb2, registry_pb2_grpc
 from registry.config import RegistryConfig
 from registry.core import Registry
 from registry.poker import HubPoker
-from registry.servicer import RegistryServicer
+from registry.servicer import ACCESS, RegistryServicer
 from registry.store import RegistryStore
 from runtime import rpc
 
@@ -30,14 +30,14 @@ class RegistryService:
     def __init__(self, config: RegistryConfig) -> None:
         self.config = config
         self.store = RegistryStore(config.data_dir, durable=config.durable)
-        self.poker = HubPoker(config.hub_address)
+        self.poker = HubPoker(config.hub_address, tls=config.server.tls)
         self.registry = Registry(config, self.store, self.poker)
         servicer = RegistryServicer(self.registry)
 
         def add(server: grpc.aio.Server) -> None:
             registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
 
-        binding = rpc.ServiceBinding(SERVICE_NAME, add)
+        binding = rpc.ServiceBinding(SERVICE_NAME, add, access=ACCESS)
         self._server = rpc.Server("registry", config.server, [binding])
         self._started = False
         self._stopped = False

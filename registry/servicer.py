@@ -7,9 +7,20 @@ from __future__ import annotations
 
 from protos import registry_pb2, registry_pb2_grpc
 from registry.core import Registry
+from runtime.authz import Rules
 from runtime.rpc import Context
+from runtime.tls import Role
 
-__all__ = ["RegistryServicer"]
+__all__ = ["ACCESS", "RegistryServicer"]
+
+#: Who may call what (``runtime.authz``): the gateway places users, only the
+#: hub registers shards.
+ACCESS: Rules = {
+    "Assign": {Role.GATEWAY},
+    "Lookup": {Role.GATEWAY, Role.OPERATOR},
+    "RegisterShard": {Role.HUB},
+    "ListShards": {Role.GATEWAY, Role.HUB, Role.OPERATOR},
+}
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):

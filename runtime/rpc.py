@@ -6,6 +6,13 @@ the standard health and reflection services, the read-only ``Introspect``
 counters, and an edge that maps :class:`~runtime.errors.CanistryError` to a
 status code with the stable ``canistry-error`` trailer. Anything else a
 handler raises is logged whole and answered ``INTERNAL`` with nothing leaked.
+
+With a :class:`~runtime.tls.TLSConfig`, a server accepts only peers holding a
+certificate of the cluster CA (mutual TLS) and the edge authorizes every call
+by the peer's identity against the service's rules (``runtime.authz``);
+:func:`make_channel` then presents this process's certificate and checks the
+server's. Without one, both speak plain text: that is for in-process tests
+and an explicit ``--insecure`` only.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from types import TracebackType
 from typing import Any, Self, TypeAlias
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos import introspect_pb2, introspect_pb2_grpc
-from runtime import logs
+from runtime import authz, logs
 from runtime.errors import (
     ERROR_TRAILER,
     CanistryError,
@@ -31,6 +39,7 @@ from runtime.errors import (
     Unavailable,
     from_rpc_error,
 )
+from runtime.tls import Role, TLSConfig, server_host
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -72,6 +81,10 @@ class ServerConfig:
     """TCP port; 0 lets the OS pick one (read it from :attr:`Server.address`)."""
     grace_s: float = 5.0
     """How long in-flight calls may finish once a stop starts."""
+    tls: TLSConfig | None = None
+    """This process's cluster certificate: serve mutual TLS and authorize each call
+    by the caller's identity. None serves plain text and checks nobody (tests only).
+    The service dials its peers with the same certificate."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -86,13 +99,23 @@ class ServiceBinding:
 
     full_name: str
     add_to_server: Callable[[grpc.aio.Server], None]
+    access: authz.Rules | None = None
+    """Who may call each RPC; required when the server runs TLS (see ``runtime.authz``)."""
 
 
 class _Edge(grpc.aio.ServerInterceptor):
-    """Binds the request id, counts calls, and maps errors for every unary RPC."""
+    """Authorizes, binds the request id, counts calls, and maps errors for every unary RPC.
 
-    def __init__(self, counts: collections.Counter[str]) -> None:
+    ``access`` (full method -> roles) is None without TLS: then nobody is checked.
+    """
+
+    def __init__(
+        self,
+        counts: collections.Counter[str],
+        access: dict[str, frozenset[Role]] | None = None,
+    ) -> None:
         self._counts = counts
+        self._access = access
 
     async def intercept_service(
         self,
@@ -102,9 +125,12 @@ class _Edge(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         method: str = details.method
+        allowed = None if self._access is None else self._access.get(method, frozenset())
+        if handler is None or handler.unary_unary is None:
+            # Streams (health Watch, reflection) are open to any cluster peer:
+            # the handshake checked it. compile_rules allows nothing narrower.
+            return handler if allowed is None or allowed == authz.ANY else None
         inner = handler.unary_unary
         counts = self._counts
 
@@ -115,6 +141,8 @@ class _Edge(grpc.aio.ServerInterceptor):
             )
             counts[method] += 1
             try:
+                if allowed is not None:
+                    _authorize(method, allowed, context)
                 return await inner(request, context)  # type: ignore[arg-type]
             except CanistryError as exc:
                 log.info("rpc_error", method=method, code=exc.code, detail=exc.message)
@@ -133,6 +161,13 @@ class _Edge(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _authorize(method: str, allowed: frozenset[Role], context: Context) -> None:
+    who = authz.caller(context)
+    if who is None or who.role not in allowed:
+        log.warning("rpc_denied", method=method, caller=str(who))
+        raise authz.NotAuthorized(f"{who or 'this caller'} may not call {method}")
 
 
 class _Introspect(introspect_pb2_grpc.IntrospectServicer):
@@ -159,7 +194,7 @@ class Server:
         self.config = config
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         self._server = grpc.aio.server(
-            interceptors=[_Edge(self.rpc_counts)],
+            interceptors=[_Edge(self.rpc_counts, _access(config, bindings))],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -193,13 +228,26 @@ class Server:
         return f"{host}:{self._port}"
 
     async def start(self) -> None:
-        self._port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        where = f"{self.config.host}:{self.config.port}"
+        if self.config.tls is None:
+            self._port = self._server.add_insecure_port(where)
+        else:
+            m = self.config.tls.read()
+            creds = grpc.ssl_server_credentials(
+                [(m.key, m.cert)], root_certificates=m.ca_cert, require_client_auth=True
+            )
+            self._port = self._server.add_secure_port(where, creds)
         if self._port == 0:
             raise Unavailable(f"{self.name}: cannot bind {self.config.host}:{self.config.port}")
         await self._server.start()
         for name in ("", *self._names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server_started", server=self.name, address=self.address)
+        log.info(
+            "server_started",
+            server=self.name,
+            address=self.address,
+            tls=self.config.tls is not None,
+        )
 
     async def stop(self) -> None:
         if self._stopped:
@@ -225,6 +273,30 @@ class Server:
         await self.stop()
 
 
+_BUILTIN_SERVICES = (
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    introspect_pb2.DESCRIPTOR.services_by_name["Introspect"].full_name,
+    reflection.SERVICE_NAME,
+)
+
+
+def _access(
+    config: ServerConfig, bindings: Sequence[ServiceBinding]
+) -> dict[str, frozenset[Role]] | None:
+    """The compiled rules of a TLS server (None without TLS). Raises ValueError if incomplete."""
+    if config.tls is None:
+        return None
+    services: list[tuple[str, authz.Rules]] = []
+    for name in _BUILTIN_SERVICES:
+        methods = descriptor_pool.Default().FindServiceByName(name).methods
+        services.append((name, {m.name: authz.ANY for m in methods}))
+    for binding in bindings:
+        if binding.access is None:
+            raise ValueError(f"{binding.full_name}: a TLS server needs access rules for it")
+        services.append((binding.full_name, binding.access))
+    return authz.compile_rules(services)
+
+
 class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the current request id and a default deadline to every call."""
 
@@ -248,11 +320,28 @@ class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(new_details, request)
 
 
-def make_channel(address: str) -> grpc.aio.Channel:
-    """A long-lived channel to ``address`` with request-id propagation and default deadlines."""
-    return grpc.aio.insecure_channel(
-        address, options=_CHANNEL_OPTIONS, interceptors=[_ClientEdge()]
+def make_channel(
+    address: str, tls: TLSConfig | None = None, *, server_role: Role | str | None = None
+) -> grpc.aio.Channel:
+    """A long-lived channel to ``address`` with request-id propagation and default deadlines.
+
+    With ``tls`` the channel is mutual TLS: it presents ``tls``'s certificate
+    and accepts only a server certified by the same cluster CA, and, if
+    ``server_role`` is given, only one of that role (a shard dialling the hub
+    talks to a hub, whatever listens at the address). Without ``tls`` it is
+    plain text, which a cluster server refuses. Raises ``TLSError`` if the
+    files cannot be read.
+    """
+    if tls is None:
+        return grpc.aio.insecure_channel(
+            address, options=_CHANNEL_OPTIONS, interceptors=[_ClientEdge()]
+        )
+    m = tls.read()
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=m.ca_cert, private_key=m.key, certificate_chain=m.cert
     )
+    options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server_host(server_role))]
+    return grpc.aio.secure_channel(address, creds, options=options, interceptors=[_ClientEdge()])
 
 
 @contextlib.asynccontextmanager
@@ -276,14 +365,22 @@ def _has_trailer(exc: grpc.aio.AioRpcError) -> bool:
     return any(k == ERROR_TRAILER for k, _ in (exc.trailing_metadata() or ()))
 
 
-async def wait_healthy(address: str, *, timeout_s: float = 10.0, service: str = "") -> None:
+async def wait_healthy(
+    address: str,
+    *,
+    timeout_s: float = 10.0,
+    service: str = "",
+    tls: TLSConfig | None = None,
+    server_role: Role | str | None = None,
+) -> None:
     """Poll the standard health service until it says SERVING.
 
-    Raises :class:`Unavailable` if it does not within ``timeout_s``.
+    ``tls`` and ``server_role`` are as for :func:`make_channel`. Raises
+    :class:`Unavailable` if it does not within ``timeout_s``.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with make_channel(address) as channel:
+    async with make_channel(address, tls, server_role=server_role) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         delay = 0.02
         while True:

@@ -180,6 +180,10 @@ class GroupCommitter:
             await self._queue.put(None)
             await self._task
 
+    def pending(self) -> int:
+        """Jobs queued and not yet taken into a batch."""
+        return self._queue.qsize()
+
     async def submit(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         if self._closing or self._task is None:
             raise Unavailable("store is not accepting writes")

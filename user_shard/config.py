@@ -23,7 +23,8 @@ class ShardConfig:
     content_address: str
     """``host:port`` of the content service (quiz verification)."""
     server: ServerConfig = field(default_factory=ServerConfig)
-    """Where the shard's gRPC server listens."""
+    """Where the shard's gRPC server listens; ``server.tls`` is the certificate the
+    hub issued it, which it also presents to the content service and the hub."""
     daily_attempt_limit: int = 20
     """Quiz attempts per user per UTC day; a wrong answer uses one."""
     daily_token_limit: int = 1000

@@ -21,6 +21,7 @@ from protos import content_pb2, content_pb2_grpc, hub_pb2, hub_pb2_grpc, shard_p
 from runtime import logs
 from runtime.errors import CanistryError, DeadlineExceeded, Unavailable, UnknownUser
 from runtime.rpc import Server, make_channel, rpc_errors
+from runtime.tls import Role
 from user_shard import ledger as bank
 from user_shard.config import ShardConfig
 from user_shard.limits import DailyLimits, today
@@ -125,7 +126,9 @@ class ShardService:
         self._started = True
         try:
             await self.store.start()
-            self._content_channel = make_channel(self.config.content_address)
+            self._content_channel = make_channel(
+                self.config.content_address, self.config.server.tls, server_role=Role.CONTENT
+            )
             self._content = content_pb2_grpc.ContentStub(self._content_channel)
             await self._connect_hub()
             self._refill_task = asyncio.create_task(self.refiller.run(), name="allowance-refill")
@@ -293,7 +296,9 @@ class ShardService:
 
     async def _connect_hub(self) -> None:
         old = self._hub_channel
-        self._hub_channel = make_channel(self.config.hub_address)
+        self._hub_channel = make_channel(
+            self.config.hub_address, self.config.server.tls, server_role=Role.HUB
+        )
         self._hub = hub_pb2_grpc.HubStub(self._hub_channel)
         if old is not None:
             await old.close()

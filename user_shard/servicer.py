@@ -9,12 +9,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from protos import shard_pb2, shard_pb2_grpc
+from runtime.authz import Rules
 from runtime.rpc import Context, ServiceBinding
+from runtime.tls import Role
 
 if TYPE_CHECKING:
     from user_shard.service import ShardService
 
-__all__ = ["ShardServicer", "binding"]
+__all__ = ["ACCESS", "ShardServicer", "binding"]
+
+_GATEWAY = {Role.GATEWAY}
+
+#: Who may call what (``runtime.authz``): users reach their shard only through
+#: the gateway, which authenticates them; status is for readers of the cluster.
+ACCESS: Rules = {
+    "CreateUser": _GATEWAY,
+    "GetUser": _GATEWAY,
+    "UpdateProfile": _GATEWAY,
+    "SubmitQuiz": _GATEWAY,
+    "GetBalance": _GATEWAY,
+    "GetShardStatus": {Role.GATEWAY, Role.OPERATOR, Role.HUB},
+}
 
 
 class ShardServicer(shard_pb2_grpc.UserShardServicer):
@@ -60,4 +75,5 @@ def binding(service: ShardService) -> ServiceBinding:
         add_to_server=lambda server: shard_pb2_grpc.add_UserShardServicer_to_server(
             servicer, server
         ),
+        access=ACCESS,
     )

@@ -7,6 +7,7 @@ real ``canistry serve shard`` once it exists.
 """
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -129,7 +130,10 @@ def test_argv_is_the_shard_command(tmp_path: Path) -> None:
         "--shard-id", "shard-0007", "--data-dir", str(tmp_path), "--port", "4321",
         "--hub", "127.0.0.1:3", "--content", "127.0.0.1:2",
         "--attempt-limit", "20", "--token-limit", "1000", "--base-allowance", "500",
+        "--tls-dir", str(tmp_path / "tls"),
     ]  # fmt: skip
+    plain = ProcessSpawner(dataclasses.replace(spawner.template, tls=False))
+    assert plain.argv(record)[-1] == "--insecure"
 
 
 async def test_real_shard_process(tmp_path: Path, registry: RegistryService) -> None:

@@ -7,6 +7,7 @@ from hub.backoff import Backoff
 from hub.config import HubSettings, differences
 from protos import hub_pb2, registry_pb2
 from runtime.errors import Conflict, InvalidArgument, PermissionDenied
+from runtime.tls import Identity, Role
 
 ACTIVE = registry_pb2.SHARD_STATE_ACTIVE
 FULL = registry_pb2.SHARD_STATE_FULL
@@ -144,3 +145,11 @@ def test_settings_validate_and_differences_name_fields(tmp_path) -> None:  # typ
     b = HubSettings(**base, cap=5, min_shards=3).init_config()  # type: ignore[arg-type]
     assert differences(a, b) == ["cap", "min_shards"]
     assert differences(a, a) == []
+
+
+def test_a_shard_asks_only_in_its_own_name() -> None:
+    treasury.check_caller(Identity(Role.SHARD, "s1"), "s1")
+    treasury.check_caller(None, "s1")  # no TLS, no identity: in-process tests only
+    for who in (Identity(Role.SHARD, "s2"), Identity(Role.GATEWAY, "s1")):
+        with pytest.raises(treasury.NotThisShard):
+            treasury.check_caller(who, "s1")

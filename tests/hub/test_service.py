@@ -120,7 +120,9 @@ async def test_concurrent_ensure_capacity_spawns_once(
         await spawner.set_healthy(True)
         replies = await calls
         actions = sorted(r.action for r in replies)
-        assert actions.count("spawned") == 1, actions
+        # The registry's own poke may have started the spawn before any of these
+        # calls: what must hold is that one spawn happened, not who started it.
+        assert actions.count("spawned") <= 1, actions
         assert set(actions) <= {"spawned", "spawn_in_progress", "enough"}
         assert spawner.starts == ["shard-0001", "shard-0002"]
         assert await shard_ids(registry) == ["shard-0001", "shard-0002"]

@@ -1,6 +1,7 @@
 """A test client that drives the cluster over gRPC the way the gateway does.
 
-Register: registry.Assign, then CreateUser on the assigned shard. Submit:
+It holds the gateway's certificate, so the services authorize it as the
+gateway. Register: registry.Assign, then CreateUser on the assigned shard. Submit:
 registry.Lookup, then SubmitQuiz on that shard. Plus readers for every
 service's own figures, used by the accounting checks.
 """
@@ -31,6 +32,7 @@ from protos import (
     shard_pb2_grpc,
 )
 from runtime.rpc import make_channel, rpc_errors
+from runtime.tls import Role
 
 SAMPLE = json.loads(load_sample_pack())["units"]
 
@@ -69,14 +71,18 @@ class Direct:
 
     def __post_init__(self) -> None:
         addr = {n: c.address for n, c in self.cluster.children.items()}
-        self.registry = registry_pb2_grpc.RegistryStub(make_channel(addr["registry"]))
+        self.tls = self.cluster.tls("gateway")
+        self.registry = registry_pb2_grpc.RegistryStub(
+            make_channel(addr["registry"], self.tls, server_role=Role.REGISTRY)
+        )
         self.hub_address = addr["hub"]
-        self.hub = hub_pb2_grpc.HubStub(make_channel(addr["hub"]))
+        self.hub = hub_pb2_grpc.HubStub(make_channel(addr["hub"], self.tls, server_role=Role.HUB))
         self._shards: dict[str, shard_pb2_grpc.UserShardStub] = {}
 
     def shard(self, address: str) -> shard_pb2_grpc.UserShardStub:
         if address not in self._shards:
-            self._shards[address] = shard_pb2_grpc.UserShardStub(make_channel(address))
+            channel = make_channel(address, self.tls, server_role=Role.SHARD)
+            self._shards[address] = shard_pb2_grpc.UserShardStub(channel)
         return self._shards[address]
 
     async def register(self, principal: str, name: str = "Ada") -> registry_pb2.Assignment:
@@ -128,7 +134,7 @@ class Direct:
         return await self.hub.GetTreasury(hub_pb2.GetTreasuryRequest())
 
     async def hub_rpc_counts(self) -> dict[str, int]:
-        async with make_channel(self.hub_address) as ch:
+        async with make_channel(self.hub_address, self.tls) as ch:
             counts = await introspect_pb2_grpc.IntrospectStub(ch).GetRpcCounts(
                 introspect_pb2.GetRpcCountsRequest()
             )

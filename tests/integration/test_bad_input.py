@@ -60,7 +60,8 @@ async def test_bad_content_pack_is_rejected_whole_with_its_line(
     good["units"][0]["id"] = "fresh-unit-001"
     bad = {"units": [good["units"][0], {**SAMPLE[1], "reward": -5, "id": "fresh-unit-002"}]}
     text = json.dumps(bad, indent=2)
-    async with make_channel(content) as ch:
+    operator = shared_cluster.tls("operator")
+    async with make_channel(content, operator) as ch:
         stub = content_pb2_grpc.ContentStub(ch)
         before = await stub.GetContentStats(content_pb2.GetContentStatsRequest())
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -75,7 +76,7 @@ async def test_bad_content_pack_is_rejected_whole_with_its_line(
     argv = [sys.executable, "-m", "canistry", "content", "import", str(pack)]
     result = await asyncio.to_thread(
         subprocess.run,
-        [*argv, "--content-addr", content],
+        [*argv, "--content-addr", content, "--tls-dir", str(operator.cert.parent)],
         capture_output=True,
         text=True,
         timeout=60,

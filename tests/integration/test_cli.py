@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from canistry.layout import ClusterLayout
+from canistry.layout import CERTIFIED, ClusterLayout
+from runtime.tls import ClusterCA, Identity, Role
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def _canistry(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _canistry(
+    *args: str, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "canistry", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "canistry", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
     )
 
 
@@ -60,7 +67,12 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 def test_status_without_a_cluster_fails_clearly(tmp_path: Path) -> None:
     result = _canistry("status", "--data-dir", str(tmp_path / "nothing"))
     assert result.returncode == 1 and "no cluster" in result.stderr
-    result = _canistry("status", "--hub", "127.0.0.1:1")
+    # An address alone needs the operator's certificate: none in ./.canistry here.
+    result = _canistry("status", "--hub", "127.0.0.1:1", cwd=tmp_path)
+    assert result.returncode == 1 and "no operator certificate" in result.stderr
+    operator = tmp_path / "operator"
+    ClusterCA.open(tmp_path / "ca").issue(Identity(Role.OPERATOR, "operator"), operator)
+    result = _canistry("status", "--hub", "127.0.0.1:1", "--tls-dir", str(operator))
     assert result.returncode == 1 and "no cluster" in result.stderr
 
 
@@ -81,6 +93,12 @@ def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
         shard_pid = int((layout.shards_dir / "shard-0001" / "service.pid").read_text())
         core_pids = [int((layout.service_dir(n) / "service.pid").read_text())
                      for n in ("content", "registry", "hub")]  # fmt: skip
+        # `up` made the CA and the certificates; keys are the owner's alone.
+        assert (layout.ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
+        assert (layout.tls_dir("hub") / "key.pem").stat().st_mode & 0o777 == 0o600
+        certs = {n: (layout.tls_dir(n) / "cert.pem").read_bytes() for n in CERTIFIED}
+        shard_cert = layout.shards_dir / "shard-0001" / "tls" / "cert.pem"
+        assert shard_cert.is_file(), "the hub issued the shard its certificate"
     finally:
         out = _stop(proc)
     assert "stopped" in out
@@ -92,6 +110,8 @@ def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
         status = _canistry("status", "--data-dir", str(data_dir))
         assert status.returncode == 0, status.stderr
         assert "shard-0001" in status.stdout and "shard-0002" not in status.stdout
+        again = {n: (layout.tls_dir(n) / "cert.pem").read_bytes() for n in CERTIFIED}
+        assert again == certs, "a second run reuses the cluster's certificates"
     finally:
         _stop(proc)
 

@@ -1,6 +1,7 @@
 """SubmitQuiz and the user RPCs against a real shard, fake content and hub, real LMDB."""
 
 import asyncio
+import threading
 from pathlib import Path
 
 import grpc
@@ -229,7 +230,19 @@ async def test_group_commit_batches_concurrent_writes(shard) -> None:
     svc, client = shard
     await asyncio.gather(*(client.create(f"user-{i}") for i in range(40)))
     jobs_before, batches_before = svc.counters.commit_jobs, svc.counters.commit_batches
-    await asyncio.gather(*(client.submit(f"user-{i}", "u1", RIGHT) for i in range(40)))
+    # Hold the writer in a commit so the submissions queue up behind it, as they
+    # do under real load; whether they overlap by chance depends on the machine.
+    gate = threading.Event()
+    holding = asyncio.create_task(svc.store.committer.submit(lambda txn: gate.wait(10)))
+    submits = asyncio.gather(*(client.submit(f"user-{i}", "u1", RIGHT) for i in range(40)))
+
+    async def queued() -> bool:
+        return svc.store.committer.pending() >= 40
+
+    await eventually(queued)
+    gate.set()
+    await holding
+    await submits
     counters = svc.counters
     assert counters.commit_jobs - jobs_before >= 40
     assert counters.commit_batches - batches_before < counters.commit_jobs - jobs_before

@@ -1,0 +1,398 @@
+"""Cluster identities: the CA the hub holds, and the certificates it issues.
+
+Every process in a cluster holds a certificate signed by one cluster CA
+(ECDSA P-256). Its identity is one URI in the subjectAltName,
+``canistry://<role>/<name>``, which a server reads off the verified peer
+certificate to decide who may call what (``runtime.authz``). Every
+certificate also names two DNS hosts, ``canistry.internal`` and
+``<role>.canistry.internal``: clients verify a server against the second
+(``ssl_target_name_override``), so a shard dialling "the hub" accepts only a
+hub, whatever address it dialled.
+
+On disk a holder has one directory with ``ca.pem`` (the cluster CA,
+public), ``cert.pem`` and ``key.pem`` (mode 0600): :meth:`TLSConfig.from_dir`
+reads it. The CA's own directory holds ``ca.pem`` and ``ca.key`` (0600);
+only the process that issues certificates (``canistry up``, then the hub for
+its shards) ever opens it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "CA_CERT_FILE",
+    "CA_KEY_FILE",
+    "CERT_FILE",
+    "CLUSTER_HOST",
+    "KEY_FILE",
+    "ClusterCA",
+    "Identity",
+    "Role",
+    "TLSConfig",
+    "TLSError",
+    "TLSMaterial",
+    "identity_of",
+    "server_host",
+]
+
+CA_CERT_FILE = "ca.pem"
+CA_KEY_FILE = "ca.key"
+CERT_FILE = "cert.pem"
+KEY_FILE = "key.pem"
+
+#: DNS name every cluster certificate carries; ``<role>.`` + it names the role.
+CLUSTER_HOST = "canistry.internal"
+URI_SCHEME = "canistry"
+
+CA_VALID = dt.timedelta(days=3650)
+CERT_VALID = dt.timedelta(days=365)
+#: A certificate closer than this to its end is issued again on the next start.
+RENEW_WITHIN = dt.timedelta(days=30)
+#: Tolerated clock difference between the issuer and the peers.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class TLSError(ValueError):
+    """Certificates or keys are missing, unreadable or not what they claim."""
+
+
+class Role(StrEnum):
+    """What a certificate holder is in the cluster; servers authorize by it."""
+
+    HUB = "hub"
+    REGISTRY = "registry"
+    CONTENT = "content"
+    SHARD = "shard"
+    GATEWAY = "gateway"
+    OPERATOR = "operator"
+    """The command line (``canistry status``, ``content import``)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who holds a certificate: a role and a name (a shard id, or the role again)."""
+
+    role: Role
+    name: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "role", Role(self.role))
+        if not _NAME.match(self.name):
+            raise ValueError(f"identity name must match {_NAME.pattern}, got {self.name!r}")
+
+    @property
+    def uri(self) -> str:
+        return f"{URI_SCHEME}://{self.role}/{self.name}"
+
+    @classmethod
+    def from_uri(cls, uri: str) -> Identity | None:
+        """Parse ``canistry://<role>/<name>``; None for anything else."""
+        prefix = f"{URI_SCHEME}://"
+        if not uri.startswith(prefix):
+            return None
+        role, sep, name = uri[len(prefix) :].partition("/")
+        try:
+            return cls(Role(role), name) if sep else None
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.role}/{self.name}"
+
+
+def server_host(role: Role | str | None) -> str:
+    """The DNS name a client checks a server's certificate against."""
+    return CLUSTER_HOST if role is None else f"{Role(role)}.{CLUSTER_HOST}"
+
+
+def identity_of(cert: x509.Certificate) -> Identity | None:
+    """The one ``canistry://`` identity in ``cert``'s subjectAltName, or None.
+
+    A certificate naming none, or more than one, has no identity.
+    """
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    found = [Identity.from_uri(u) for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
+    found = [i for i in found if i is not None]
+    return found[0] if len(found) == 1 else None
+
+
+@dataclass(frozen=True)
+class TLSMaterial:
+    """The PEM bytes gRPC wants: the CA to trust, our chain and our key."""
+
+    ca_cert: bytes
+    cert: bytes
+    key: bytes
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Where one process's cluster certificate lives."""
+
+    ca_cert: Path
+    """The cluster CA certificate: peers are trusted if and only if it signed them."""
+    cert: Path
+    """This process's certificate (PEM), signed by the cluster CA."""
+    key: Path
+    """Its private key (PEM, unencrypted, mode 0600)."""
+
+    def __post_init__(self) -> None:
+        for name in ("ca_cert", "cert", "key"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> Self:
+        """The ``ca.pem``, ``cert.pem`` and ``key.pem`` in ``directory``.
+
+        Raises :class:`TLSError` naming what is missing.
+        """
+        directory = Path(directory)
+        cfg = cls(directory / CA_CERT_FILE, directory / CERT_FILE, directory / KEY_FILE)
+        missing = [p.name for p in (cfg.ca_cert, cfg.cert, cfg.key) if not p.is_file()]
+        if missing:
+            raise TLSError(f"{directory}: missing {', '.join(missing)}")
+        return cfg
+
+    def read(self) -> TLSMaterial:
+        """The files' bytes. Raises :class:`TLSError` if one cannot be read."""
+        try:
+            return TLSMaterial(
+                self.ca_cert.read_bytes(), self.cert.read_bytes(), self.key.read_bytes()
+            )
+        except OSError as exc:
+            raise TLSError(f"cannot read TLS files: {exc}") from None
+
+    def identity(self) -> Identity:
+        """The identity this certificate carries. Raises :class:`TLSError` if none."""
+        found = identity_of(_load_cert(self.cert))
+        if found is None:
+            raise TLSError(f"{self.cert} carries no canistry:// identity")
+        return found
+
+
+class ClusterCA:
+    """The cluster's certificate authority: one key, one self-signed certificate.
+
+    ``ClusterCA.open(dir)`` loads the CA kept in ``dir`` or makes one there;
+    :meth:`issue` and :meth:`ensure` write a holder's directory.
+    """
+
+    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        self.cert = cert
+        self._key = key
+        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+
+    @classmethod
+    def open(cls, ca_dir: Path) -> ClusterCA:
+        """Load the CA in ``ca_dir``, or create it there if there is none yet."""
+        ca_dir = Path(ca_dir)
+        if (ca_dir / CA_KEY_FILE).exists() or (ca_dir / CA_CERT_FILE).exists():
+            return cls.load(ca_dir)
+        return cls.create(ca_dir)
+
+    @classmethod
+    def load(cls, ca_dir: Path) -> ClusterCA:
+        """The CA kept in ``ca_dir``. Raises :class:`TLSError` if it is missing or broken."""
+        ca_dir = Path(ca_dir)
+        try:
+            cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT_FILE).read_bytes())
+            key = serialization.load_pem_private_key((ca_dir / CA_KEY_FILE).read_bytes(), None)
+        except (OSError, ValueError) as exc:
+            raise TLSError(f"no usable cluster CA in {ca_dir}: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not _pairs(key, cert):
+            raise TLSError(f"{ca_dir}: {CA_KEY_FILE} does not belong to {CA_CERT_FILE}")
+        return cls(cert, key)
+
+    @classmethod
+    def create(cls, ca_dir: Path, *, valid: dt.timedelta = CA_VALID) -> ClusterCA:
+        """Make a new CA in ``ca_dir`` (which must not hold one)."""
+        ca_dir = Path(ca_dir)
+        key = ec.generate_private_key(ec.SECP256R1())
+        # A random tag keeps two clusters' CAs apart in logs and tools.
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Canistry"),
+                x509.NameAttribute(
+                    NameOID.COMMON_NAME, f"Canistry cluster CA {secrets.token_hex(4)}"
+                ),
+            ]
+        )
+        now = _now()
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(now + valid)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(cert_sign=True), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write(ca_dir / CA_KEY_FILE, _key_pem(key), private=True, exclusive=True)
+        _write(ca_dir / CA_CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+        return cls(cert, key)
+
+    def issue(
+        self, identity: Identity, out_dir: Path, *, valid: dt.timedelta = CERT_VALID
+    ) -> TLSConfig:
+        """Write a new key and certificate for ``identity`` into ``out_dir``, with ``ca.pem``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        not_after = min(now + valid, self.cert.not_valid_after_utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Canistry"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, str(identity)),
+                    ]
+                )
+            )
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(not_after)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.UniformResourceIdentifier(identity.uri),
+                        x509.DNSName(CLUSTER_HOST),
+                        x509.DNSName(server_host(identity.role)),
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(cert_sign=False), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        out_dir = Path(out_dir)
+        # Key first: a reader that finds the new certificate finds its key too.
+        _write(out_dir / KEY_FILE, _key_pem(key), private=True)
+        _write(out_dir / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+        _write(out_dir / CA_CERT_FILE, self.cert_pem)
+        return TLSConfig.from_dir(out_dir)
+
+    def ensure(
+        self, identity: Identity, out_dir: Path, *, renew_within: dt.timedelta = RENEW_WITHIN
+    ) -> TLSConfig:
+        """Keep the certificate in ``out_dir`` if it is still good, else :meth:`issue` one.
+
+        Good means: signed by this CA, for ``identity``, with its key beside
+        it, and more than ``renew_within`` from its end.
+        """
+        if self._still_good(identity, Path(out_dir), renew_within):
+            return TLSConfig.from_dir(out_dir)
+        return self.issue(identity, out_dir)
+
+    def _still_good(self, identity: Identity, out_dir: Path, renew_within: dt.timedelta) -> bool:
+        try:
+            cfg = TLSConfig.from_dir(out_dir)
+            if cfg.ca_cert.read_bytes() != self.cert_pem:
+                return False
+            cert = _load_cert(cfg.cert)
+            key = serialization.load_pem_private_key(cfg.key.read_bytes(), None)
+        except (OSError, ValueError):
+            return False
+        if not self.signed(cert) or identity_of(cert) != identity:
+            return False
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not _pairs(key, cert):
+            return False
+        return cert.not_valid_after_utc - _now() > renew_within
+
+    def signed(self, cert: x509.Certificate) -> bool:
+        """Whether this CA issued ``cert``."""
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _pairs(key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> bool:
+    """Whether ``key`` is the private half of ``cert``'s public key."""
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TLSError(f"cannot read certificate {path}: {exc}") from None
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write(path: Path, data: bytes, *, private: bool = False, exclusive: bool = False) -> None:
+    """Write ``data`` whole (temp file, fsync, rename); private files are 0600 from birth."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if exclusive and path.exists():
+        raise TLSError(f"{path} exists; refusing to overwrite it")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
