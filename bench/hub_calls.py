@@ -38,7 +38,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
         cluster = Cluster(
-            UpConfig(data_dir=Path(tmp) / "data", attempt_limit=1_000_000, token_limit=10**12),
+            UpConfig(
+                data_dir=Path(tmp) / "data", attempt_limit=1_000_000, token_limit=10**12, port=0
+            ),
             out=io.StringIO(),
         )
         try:

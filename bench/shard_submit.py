@@ -29,6 +29,7 @@ def run_mode(group_commit: bool, args) -> dict:  # type: ignore[no-untyped-def]
                 attempt_limit=1_000_000,
                 token_limit=10**12,
                 shard_group_commit=group_commit,
+                port=0,
             ),
             out=io.StringIO(),
         )

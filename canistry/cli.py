@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -43,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole cluster on this machine, in the foreground")
     up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    up.add_argument("--port", type=int, default=8080, help="HTTP gateway port")
+    up.add_argument("--port", type=int, default=8080, help="HTTP gateway port (0: any free port)")
+    up.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="gateway worker processes (default: up to 2, one per core)",
+    )
     up.add_argument("--soft-limit", type=_positive_int, default=90_000)
     up.add_argument("--hard-limit", type=_positive_int, default=100_000)
     up.add_argument("--min-shards", type=_positive_int, default=1)
@@ -53,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--base-allowance", type=_positive_int, default=1_000_000, help=argparse.SUPPRESS
     )
+    up.add_argument("--warm-pool", type=int, default=0, metavar="N", help=argparse.SUPPRESS)
 
     st = sub.add_parser("status", help="show shards, treasury and content of a running cluster")
     where = st.add_mutually_exclusive_group()
@@ -87,7 +95,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
             content_pack=args.content,
             cap=args.cap,
             base_allowance=args.base_allowance,
+            warm_pool=args.warm_pool,
         )
+        if args.workers is not None:
+            config = dataclasses.replace(config, gateway_workers=args.workers)
         return run_up(config)
     except UpError as exc:
         print(f"canistry up: {exc}", file=sys.stderr)

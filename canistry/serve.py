@@ -32,7 +32,7 @@ __all__ = ["SERVICES", "ServeError", "add_serve_parser", "run_serve"]
 
 log = logs.get_logger(__name__)
 
-SERVICES = ("content", "registry", "hub", "shard")
+SERVICES = ("content", "registry", "hub", "shard", "gateway")
 
 
 class ServeError(RuntimeError):
@@ -72,6 +72,10 @@ def add_serve_parser(sub: Any) -> None:
         )
         return sp
 
+    from gateway.server import add_arguments as add_gateway_arguments
+
+    add_gateway_arguments(common("gateway", "the HTTP gateway (FastAPI + uvicorn)"))
+
     c = common("content", "the content service")
     c.add_argument("--pack", type=Path, help="import this content pack before serving")
     c.add_argument(
@@ -106,6 +110,10 @@ def add_serve_parser(sub: Any) -> None:
     h.add_argument(
         "--shard-commit-per-request", action="store_true", help="shards fsync each request alone"
     )
+    # Hidden: started, unassigned shards kept ready (fixed at init like every policy).
+    h.add_argument("--warm-pool", type=int, default=0, metavar="N", help=argparse.SUPPRESS)
+    # Hidden, tests only: every spawn stops for good after this step, to kill the hub there.
+    h.add_argument("--pause-spawn-after", default="", metavar="STEP", help=argparse.SUPPRESS)
 
     s = common("shard", "a user shard (normally started by the hub)")
     s.add_argument("--shard-id", required=True)
@@ -191,6 +199,8 @@ def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
             daily_attempt_limit=args.attempt_limit,
             daily_token_limit=args.token_limit,
             shard_commit_per_request=args.shard_commit_per_request,
+            warm_pool=args.warm_pool,
+            pause_spawn_after=args.pause_spawn_after,
             durable=durable,
         )
         return lambda: HubService(hcfg)
@@ -223,10 +233,25 @@ def _pid_file(data_dir: Path) -> Iterator[None]:
             path.unlink()
 
 
+def _run_gateway(args: argparse.Namespace) -> int:
+    """The gateway runs uvicorn, which owns its loop, its workers and its signals."""
+    from gateway.server import config_from_args, run_gateway
+
+    try:
+        config = config_from_args(args, _tls(args))
+    except (ServeError, ValueError) as exc:
+        print(f"canistry serve gateway: {exc}", file=sys.stderr)
+        return 2
+    with _pid_file(args.data_dir):
+        return run_gateway(config, ready_file=args.ready_file, log_level=args.log_level)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     name = args.shard_id if args.service == "shard" else args.service
     logs.configure(name, level=args.log_level)
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.service == "gateway":
+        return _run_gateway(args)
     try:
         factory = _build(args)
     except (ServeError, ValueError) as exc:

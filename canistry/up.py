@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import fcntl
 import os
 import signal
@@ -22,13 +23,17 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from canistry.children import Child, ChildFailed, serve_argv
 from canistry.layout import CERTIFIED, CORE_SERVICES, ClusterLayout
+from gateway.config import default_workers
+from hub.config import MAX_WARM_POOL, kept_notes
 from hub.spawner import stop_shards
+from hub.store import stored_config
+from protos import hub_pb2
 from runtime import logs
 from runtime.net import free_port
 from runtime.tls import ClusterCA, Identity, Role, TLSConfig, TLSError
@@ -45,7 +50,9 @@ class UpConfig:
     data_dir: Path
     """Where all cluster state lives; running again here resumes it."""
     port: int = 8080
-    """The HTTP gateway's port (the gateway arrives with its own issue)."""
+    """The HTTP gateway's port on 127.0.0.1; 0 picks a free one."""
+    gateway_workers: int = field(default_factory=default_workers)
+    """Gateway worker processes (they share nonces and replies through LMDB)."""
     soft_limit: int = 90_000
     """Users per shard at which the hub spawns another shard."""
     hard_limit: int = 100_000
@@ -66,6 +73,8 @@ class UpConfig:
     """Tokens a user may earn per UTC day (fixed at the hub's first start)."""
     shard_group_commit: bool = True
     """Shards share fsyncs among concurrent writes; off only to measure the difference."""
+    warm_pool: int = 0
+    """Started, unassigned shards the hub keeps ready to serve at once (fixed at first start)."""
     ready_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -77,8 +86,24 @@ class UpConfig:
             raise UpError("--min-shards must be at least 1")
         if self.scale_interval_s <= 0:
             raise UpError("--scale-interval must be positive")
+        if not 0 <= self.warm_pool <= MAX_WARM_POOL:
+            raise UpError(f"--warm-pool must be in 0..{MAX_WARM_POOL}")
         if self.content_pack is not None and not self.content_pack.is_file():
             raise UpError(f"content pack not found: {self.content_pack}")
+
+
+#: UpConfig fields the hub fixes at its first start -> their names in the stored HubConfig.
+_HUB_POLICY = {
+    "cap": "cap",
+    "soft_limit": "soft_limit",
+    "hard_limit": "hard_limit",
+    "min_shards": "min_shards",
+    "scale_interval_s": "scale_interval_s",
+    "base_allowance": "base_allowance",
+    "attempt_limit": "daily_attempt_limit",
+    "token_limit": "daily_token_limit",
+    "warm_pool": "warm_pool",
+}
 
 
 def _port_free(port: int) -> bool:
@@ -138,6 +163,31 @@ class Cluster:
         except (OSError, TLSError) as exc:
             raise UpError(f"cannot set up the cluster's certificates: {exc}") from None
 
+    def keep_stored_policy(self) -> None:
+        """On a resume, run every service with the policy the hub stored at its first start.
+
+        The hub keeps its stored config whatever flags it gets; this also
+        gives the registry the stored limits, and tells the operator which
+        flags are not taken.
+        """
+        stored = stored_config(self.layout.service_dir("hub"))
+        if stored is None:
+            return
+        c = self.config
+        asked = hub_pb2.HubConfig(
+            **{stored_name: getattr(c, name) for name, stored_name in _HUB_POLICY.items()},
+            shard_commit_per_request=not c.shard_group_commit,
+        )
+        notes = kept_notes(stored, asked, [*_HUB_POLICY.values(), "shard_commit_per_request"])
+        if not notes:
+            return
+        self.say(f"canistry: keeping the stored config (fixed at first start): {', '.join(notes)}")
+        self.config = dataclasses.replace(
+            c,
+            **{name: type(getattr(c, name))(getattr(stored, f)) for name, f in _HUB_POLICY.items()},
+            shard_group_commit=not stored.shard_commit_per_request,
+        )
+
     def tls(self, name: str) -> TLSConfig:
         """The certificate of ``name`` (one of ``CERTIFIED``), once :meth:`certificates` ran."""
         return TLSConfig.from_dir(self.layout.tls_dir(name))
@@ -162,6 +212,7 @@ class Cluster:
                 "--base-allowance", str(c.base_allowance),
                 "--attempt-limit", str(c.attempt_limit), "--token-limit", str(c.token_limit),
                 *([] if c.shard_group_commit else ["--shard-commit-per-request"]),
+                *(["--warm-pool", str(c.warm_pool)] if c.warm_pool else []),
             ],
         }  # fmt: skip
         for name, extra in specs.items():
@@ -189,6 +240,7 @@ class Cluster:
         if self._lock_fh is None:
             self.lock()
         self.certificates()
+        self.keep_stored_policy()
         self.build(self.ports())
         self.say(f"canistry: starting cluster in {self.config.data_dir.resolve()}")
         self.say(f"  mutual TLS under the cluster CA in {self.layout.ca_dir.resolve()}")
@@ -199,7 +251,35 @@ class Cluster:
         # be inside an event loop (tests) or not (the CLI).
         wait = _wait_for_shards(registry, self.tls("operator"), want, timeout_s)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, wait).result()
+            shards = pool.submit(asyncio.run, wait).result()
+        self.start_gateway()
+        return shards
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.children['gateway'].address}"
+
+    def start_gateway(self) -> None:
+        """Start the HTTP gateway last: it is ready only when a shard can take users."""
+        c, lay = self.config, self.layout
+        port = c.port or free_port()
+        if not _port_free(port):
+            raise UpError(f"port {port} for the gateway is in use; choose another with --port")
+        addr = {name: child.address for name, child in self.children.items()}
+        argv = serve_argv(
+            "gateway",
+            "--data-dir", str(lay.service_dir("gateway").resolve()),
+            "--port", str(port),
+            "--ready-file", str(lay.ready_file("gateway").resolve()),
+            "--tls-dir", str(lay.tls_dir("gateway").resolve()),
+            "--workers", str(c.gateway_workers),
+            "--registry", addr["registry"], "--content", addr["content"], "--hub", addr["hub"],
+        )  # fmt: skip
+        child = Child("gateway", argv, lay.ready_file("gateway"), lay.log_file("gateway"))
+        self.children["gateway"] = child
+        child.start()
+        child.wait_ready(c.ready_timeout_s)
+        self.say(f"  {'gateway':<10} {self.gateway_url}   (log: {child.log_file})")
 
     def supervise_once(self) -> None:
         now = time.monotonic()
@@ -222,8 +302,8 @@ class Cluster:
                 child.start()
 
     def stop(self) -> None:
-        # The hub first, so it spawns nothing new; then what it depends on.
-        for name in ("hub", "registry", "content"):
+        # The front door first, then the hub so it spawns nothing new; then the rest.
+        for name in ("gateway", "hub", "registry", "content"):
             child = self.children.get(name)
             if child is not None:
                 child.stop()
@@ -293,10 +373,9 @@ def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
             return 1
         for shard_id, address in shards:
             cluster.say(f"  {shard_id:<10} {address}")
+        cluster.say(f"canistry: cluster is up; the gateway is at {cluster.gateway_url}")
         cluster.say(
-            "canistry: cluster is up. Check it with "
-            f"`canistry status --data-dir {config.data_dir}`; "
-            "Ctrl-C stops it."
+            f"canistry: `canistry status --data-dir {config.data_dir}` shows it; Ctrl-C stops it."
         )
         while not stopping.wait(0.25):
             cluster.supervise_once()

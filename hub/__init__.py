@@ -1,14 +1,16 @@
 """The hub: the token treasury under a hard cap, and the shards it creates.
 
 Layout, pure first: ``treasury`` (the allowance rule), ``capacity`` (when to
-spawn), ``backoff`` (when to restart) and ``config`` (the settings and the
-init config fixed in LMDB) hold no I/O. ``store`` is the LMDB side;
-``spawner`` starts shard processes (``fake_spawner`` is the in-memory one
-for tests); ``spawn`` runs the recorded, resumable spawn sequence;
-``supervisor`` restarts crashed shards; ``core`` ties the treasury and
-capacity rounds together; ``servicer`` is the gRPC edge and ``service`` the
-lifecycle. ``stop_shards`` (in ``spawner``) lets ``canistry up`` stop the
-hub's shards on shutdown, since the hub's own ``stop()`` leaves them running.
+spawn, promote a warm shard or refill the warm pool), ``backoff`` (when to
+restart) and ``config`` (the settings and the init config fixed in LMDB)
+hold no I/O. ``store`` is the LMDB side; ``spawner`` starts shard processes
+(``fake_spawner`` is the in-memory one for tests); ``spawn`` runs the
+recorded, resumable spawn sequence and promotions; ``supervisor`` restarts
+crashed shards, warm ones too; ``rounds`` runs the capacity checks; ``core``
+ties the treasury and capacity rounds together; ``servicer`` is the gRPC
+edge and ``service`` the lifecycle. ``stop_shards`` (in ``spawner``) lets
+``canistry up`` stop the hub's shards on shutdown, since the hub's own
+``stop()`` leaves them running.
 """
 
 from hub.spawner import stop_shards

@@ -3,11 +3,13 @@
 :class:`HubSettings` is what a process is started with. Its policy half
 (cap, limits, allowance sizes, spawner, daily limits...) becomes the
 ``HubConfig`` stored in the hub's LMDB at first start; afterwards the stored
-one wins, and :func:`differences` names what a later start asked to change.
+one wins, and :func:`differences` names what a later start asked to change
+(:func:`kept_notes` says it in words).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +18,15 @@ from protos import hub_pb2
 from runtime.rpc import ServerConfig
 from runtime.tls import CA_KEY_FILE
 
-__all__ = ["SPAWNERS", "HubSettings", "differences", "template_version"]
+__all__ = [
+    "POLICY_FIELDS",
+    "SPAWNERS",
+    "HubSettings",
+    "differences",
+    "kept_notes",
+    "pause_step",
+    "template_version",
+]
 
 #: Spawner backends this build knows. ``fake`` runs in-process stand-ins (tests).
 SPAWNERS = ("process", "fake")
@@ -36,7 +46,11 @@ POLICY_FIELDS = (
     "daily_token_limit",
     "shard_start_timeout_s",
     "shard_commit_per_request",
+    "warm_pool",
 )
+
+#: The most warm shards a hub may keep (each is a running process doing nothing).
+MAX_WARM_POOL = 16
 
 
 def template_version(spawner: str) -> str:
@@ -90,8 +104,14 @@ class HubSettings:
     """How long a new or restarted shard may take to report healthy."""
     shard_commit_per_request: bool = False
     """Shards fsync each request alone instead of group-committing (benchmarks only)."""
+    warm_pool: int = 0
+    """Started, healthy, unassigned shards kept ready: when the soft limit is crossed
+    one of them is registered at once instead of starting a shard cold."""
     durable: bool = True
     """fsync every commit (the hub's and its shards'). Only tests turn this off."""
+    pause_spawn_after: str = ""
+    """Tests only: a spawn step name (``STARTED``); every spawn stops for good right
+    after committing that step, so a test can kill the hub mid-spawn. Empty: never."""
 
     def __post_init__(self) -> None:
         for name in ("registry_address", "content_address"):
@@ -125,6 +145,9 @@ class HubSettings:
             raise ValueError("daily_token_limit must be >= 0")
         if self.shard_start_timeout_s <= 0:
             raise ValueError("shard_start_timeout_s must be > 0")
+        if not 0 <= self.warm_pool <= MAX_WARM_POOL:
+            raise ValueError(f"warm_pool must be in 0..{MAX_WARM_POOL}, got {self.warm_pool}")
+        pause_step(self.pause_spawn_after)  # raises for an unknown step
 
     def init_config(self) -> hub_pb2.HubConfig:
         """The policy these settings would fix if this were the hub's first start."""
@@ -142,9 +165,49 @@ class HubSettings:
             daily_token_limit=self.daily_token_limit,
             shard_start_timeout_s=self.shard_start_timeout_s,
             shard_commit_per_request=self.shard_commit_per_request,
+            warm_pool=self.warm_pool,
         )
 
 
-def differences(stored: hub_pb2.HubConfig, wanted: hub_pb2.HubConfig) -> list[str]:
-    """Names of the policy fields where ``wanted`` differs from ``stored``."""
-    return [f for f in POLICY_FIELDS if getattr(stored, f) != getattr(wanted, f)]
+def differences(
+    stored: hub_pb2.HubConfig,
+    wanted: hub_pb2.HubConfig,
+    fields: Sequence[str] = POLICY_FIELDS,
+) -> list[str]:
+    """Names of the policy ``fields`` where ``wanted`` differs from ``stored``."""
+    return [f for f in fields if getattr(stored, f) != getattr(wanted, f)]
+
+
+def kept_notes(
+    stored: hub_pb2.HubConfig,
+    wanted: hub_pb2.HubConfig,
+    fields: Sequence[str] = POLICY_FIELDS,
+) -> list[str]:
+    """One ``"soft_limit 90000 (asked 5)"`` per field where ``wanted`` differs from ``stored``."""
+    return [
+        f"{f} {_show(getattr(stored, f))} (asked {_show(getattr(wanted, f))})"
+        for f in differences(stored, wanted, fields)
+    ]
+
+
+def _show(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def pause_step(name: str) -> hub_pb2.SpawnStep.ValueType | None:
+    """The spawn step named ``name`` (``STARTED`` or ``SPAWN_STEP_STARTED``); None if empty.
+
+    Raises ``ValueError`` for a name that is not a step a spawn passes through.
+    """
+    if not name:
+        return None
+    full = name.upper() if name.upper().startswith("SPAWN_STEP_") else f"SPAWN_STEP_{name.upper()}"
+    try:
+        step = hub_pb2.SpawnStep.Value(full)
+    except ValueError:
+        raise ValueError(f"pause_spawn_after: no spawn step {name!r}") from None
+    if step == hub_pb2.SPAWN_STEP_UNSPECIFIED:
+        raise ValueError("pause_spawn_after: no spawn step UNSPECIFIED")
+    return step

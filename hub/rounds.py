@@ -1,4 +1,4 @@
-"""Capacity rounds: read the directory, decide (``hub.capacity``), spawn.
+"""Capacity rounds: read the directory, decide (``hub.capacity``), act.
 
 Rounds come from the scheduler's timer, from ``EnsureCapacity`` calls and
 from the hub's start; all go through one lock, so two rounds never decide
@@ -7,12 +7,20 @@ way instead of starting another. The spawn task is shielded from callers
 that give up (an RPC deadline does not cut a spawn in half); only
 :meth:`CapacityRounds.close` cancels it, and the recorded steps let the next
 hub resume it.
+
+A promotion (a warm shard registered) happens inside the round, under the
+lock, even while a spawn runs, and wakes the loop so that the pool is
+refilled. A caller waits for a spawn that adds capacity, but never for a
+refill of the warm pool: only the background loop follows that one to its
+end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 
 from hub import capacity
 from hub.registry_client import RegistryClient
@@ -36,13 +44,18 @@ class CapacityRounds:
         *,
         min_shards: int,
         soft_limit: int,
+        warm_pool: int = 0,
+        is_alive: Callable[[hub_pb2.ShardRecord], bool] = lambda record: True,
         retry_max_s: float = 30.0,
     ) -> None:
+        """``is_alive`` tells whether a shard's process runs (a warm one is promoted only then)."""
         self.store = store
         self.registry = registry
         self.spawns = spawns
         self.min_shards = min_shards
         self.soft_limit = soft_limit
+        self.warm_pool = warm_pool
+        self.is_alive = is_alive
         self.retry_max_s = retry_max_s
         self.rounds = 0
         self._lock = asyncio.Lock()
@@ -55,6 +68,9 @@ class CapacityRounds:
 
     async def run(self) -> None:
         """The background loop: one round per wake-up. Run it as an owned task.
+
+        It follows any spawn under way to its end (a refill of the warm pool
+        has no other waiter) and wakes again after it.
 
         A round that ends in "error" (registry down, spawn abandoned) is
         retried on its own after a delay doubling from 0.5 s up to
@@ -71,6 +87,8 @@ class CapacityRounds:
             self._wake.clear()
             try:
                 reply = await self.ensure()
+                if self.spawn_running():  # a refill, or a spawn a caller started: see it end
+                    reply = await self._follow_spawn()
             except Exception:  # a bug must not end the loop: log it whole, keep going
                 log.exception("capacity_round_crashed")
                 reply = hub_pb2.EnsureCapacityReply(action="error")
@@ -84,39 +102,81 @@ class CapacityRounds:
         return self._spawn_task is not None and not self._spawn_task.done()
 
     async def ensure(self) -> hub_pb2.EnsureCapacityReply:
-        """One capacity round; waits for the spawn it starts, if any.
+        """One capacity round; waits for a spawn it starts for capacity, not for a refill.
 
         Never raises for a down registry or a failed spawn: the reply's
         action says "error" and ``detail`` why.
         """
-        if self.spawn_running():
-            return self._in_progress()
         async with self._lock:
-            if self.spawn_running():
-                return self._in_progress()
             self.rounds += 1
             try:
                 directory = await self.registry.list_shards()
             except CanistryError as exc:
                 log.warning("capacity_check_failed", error=exc.code, detail=exc.message)
                 return hub_pb2.EnsureCapacityReply(action="error", detail=exc.message)
+            records = self.store.shards()
+            ready = {
+                r.shard_id
+                for r in records
+                if r.step == hub_pb2.SPAWN_STEP_WARM and self.is_alive(r)
+            }
             decision = capacity.decide(
                 directory,
-                self.store.shards(),
+                records,
                 min_shards=self.min_shards,
                 soft_limit=self.soft_limit,
+                warm_pool=self.warm_pool,
+                ready=ready,
+                spawn_running=self.spawn_running(),
             )
-            if decision.action is capacity.Action.ENOUGH:
+            action = decision.action
+            if action is capacity.Action.ENOUGH:
                 return hub_pb2.EnsureCapacityReply(action="enough", detail=decision.reason)
-            log.info("capacity_spawn", action=decision.action.value, reason=decision.reason)
-            if decision.action is capacity.Action.RESUME and decision.record is not None:
+            if action is capacity.Action.IN_PROGRESS:
+                return self._in_progress()
+            log.info("capacity_spawn", action=action.value, reason=decision.reason)
+            if action is capacity.Action.PROMOTE and decision.record is not None:
+                return await self._promote(decision.record, decision.reason)
+            if action is capacity.Action.RESUME and decision.record is not None:
                 coro = self.spawns.resume(decision.record)
             else:
-                coro = self.spawns.new()
+                coro = self.spawns.new(warm=action is capacity.Action.FILL)
             task = asyncio.create_task(coro, name="hub-spawn")
             # Retrieve the outcome even if every waiter gave up, so nothing is left unread.
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._spawn_task = task
+            if action is capacity.Action.FILL:
+                self.wake()  # the loop follows it, whoever started it
+                return hub_pb2.EnsureCapacityReply(action="warming", detail=decision.reason)
+        return await self._outcome(task, decision.reason)
+
+    async def _promote(
+        self, record: hub_pb2.ShardRecord, reason: str
+    ) -> hub_pb2.EnsureCapacityReply:
+        decided_at_ms = int(time.time() * 1000)
+        try:
+            promoted = await self.spawns.promote(record, decided_at_ms=decided_at_ms)
+        except CanistryError as exc:
+            log.warning("promote_failed", shard_id=record.shard_id, error=exc.code)
+            self.wake()  # capacity is still short: the next round spawns cold
+            return hub_pb2.EnsureCapacityReply(
+                action="error", shard_id=record.shard_id, detail=exc.message
+            )
+        self.wake()  # refill the pool, and check whether one more is needed
+        return hub_pb2.EnsureCapacityReply(
+            action="promoted", shard_id=promoted.shard_id, detail=reason
+        )
+
+    async def _follow_spawn(self) -> hub_pb2.EnsureCapacityReply:
+        """Wait for the spawn task under way, if any, and say how it ended."""
+        task = self._spawn_task
+        if task is None:
+            return hub_pb2.EnsureCapacityReply(action="enough")
+        return await self._outcome(task, "followed by the capacity loop")
+
+    async def _outcome(
+        self, task: asyncio.Task[hub_pb2.ShardRecord], reason: str
+    ) -> hub_pb2.EnsureCapacityReply:
         await asyncio.wait({task})
         if task.cancelled():
             return hub_pb2.EnsureCapacityReply(action="error", detail="the hub is stopping")
@@ -129,14 +189,11 @@ class CapacityRounds:
             return hub_pb2.EnsureCapacityReply(action="error", detail=error.message)
         record = task.result()
         self.wake()  # one spawn per round: check again whether more are needed
-        return hub_pb2.EnsureCapacityReply(
-            action="spawned", shard_id=record.shard_id, detail=decision.reason
-        )
+        action = "warmed" if record.step == hub_pb2.SPAWN_STEP_WARM else "spawned"
+        return hub_pb2.EnsureCapacityReply(action=action, shard_id=record.shard_id, detail=reason)
 
     def _in_progress(self) -> hub_pb2.EnsureCapacityReply:
-        unfinished = [
-            r.shard_id for r in self.store.shards() if r.step in capacity.IN_PROGRESS_STEPS
-        ]
+        unfinished = [r.shard_id for r in self.store.shards() if capacity.unfinished(r)]
         return hub_pb2.EnsureCapacityReply(
             action="spawn_in_progress",
             shard_id=unfinished[0] if unfinished else "",

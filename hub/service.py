@@ -16,7 +16,7 @@ from typing import Self
 import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from hub.config import HubSettings
+from hub.config import HubSettings, kept_notes, pause_step
 from hub.core import Hub
 from hub.fake_spawner import FakeSpawner
 from hub.registry_client import RegistryClient
@@ -82,11 +82,13 @@ class HubService:
     async def _start(self) -> None:
         settings = self.settings
         await self.store.start()
-        self.policy, self.config_differences = await self.store.init_config(settings.init_config())
+        wanted = settings.init_config()
+        self.policy, self.config_differences = await self.store.init_config(wanted)
         if self.config_differences:
             log.warning(
                 "hub_config_kept",
                 fields=self.config_differences,
+                kept=kept_notes(self.policy, wanted),
                 detail="the init config stored at first start wins; these settings are ignored",
             )
         policy = self.policy
@@ -103,6 +105,7 @@ class HubService:
             policy=policy,
             ca=ca,
             tls=tls,
+            pause_after=pause_step(settings.pause_spawn_after),
         )
         self.rounds = CapacityRounds(
             self.store,
@@ -110,6 +113,8 @@ class HubService:
             spawns,
             min_shards=policy.min_shards,
             soft_limit=policy.soft_limit,
+            warm_pool=policy.warm_pool,
+            is_alive=self.spawner.is_alive,
             retry_max_s=min(30.0, policy.scale_interval_s),
         )
         self.supervisor = Supervisor(self.store, self.spawner, self.registry, ca=ca)
@@ -206,5 +211,6 @@ def _policy_fields(policy: hub_pb2.HubConfig) -> dict[str, object]:
         "soft_limit": policy.soft_limit,
         "hard_limit": policy.hard_limit,
         "min_shards": policy.min_shards,
+        "warm_pool": policy.warm_pool,
         "spawner": policy.spawner,
     }

@@ -1,8 +1,16 @@
 """The spawn of a shard: a recorded sequence of steps that a new hub can resume.
 
     ALLOCATED -> IDENTITY_ISSUED -> STARTED -> HEALTHY -> REGISTERED
-        \\______________________________________/
-                  ABANDONED (process stopped)
+                                                  |            ^
+                                                  `-> WARM ----'   (warm pool; promoted)
+
+    any step before REGISTERED -> ABANDONED (process stopped)
+
+A shard spawned for the warm pool (``record.warm``) stops at WARM: running,
+healthy, supervised, but unknown to the registry, so it gets no users. A
+capacity round promotes it: one health check and one registration, which is
+why a warm shard serves within milliseconds of the decision where a cold one
+takes a process start.
 
 Issuing the identity writes the shard's certificate, signed by the cluster
 CA the hub holds, into ``<data_dir>/tls``: it is what lets the shard ask for
@@ -25,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+from hub import capacity
 from hub.registry_client import RegistryClient
 from hub.spawner import Spawner, shard_tls_dir
 from hub.store import HubStore
@@ -37,6 +46,9 @@ from runtime.rpc import wait_healthy
 from runtime.tls import ClusterCA, Identity, Role, TLSConfig
 
 __all__ = ["IDENTITY_FILE", "SpawnFailed", "Spawns", "ensure_identity", "ensure_port"]
+
+#: How long a warm shard may take to answer the health check that precedes its promotion.
+PROMOTE_HEALTH_TIMEOUT_S = 3.0
 
 log = logs.get_logger(__name__)
 
@@ -65,12 +77,16 @@ async def ensure_port(
     """
     if spawner.port_available(record.port):
         return record, False
+    port = free_port(host)
+
+    def move(r: hub_pb2.ShardRecord) -> None:
+        r.port, r.address = port, f"{host}:{port}"
+
+    await store.update_shard(record.shard_id, move)
     moved = hub_pb2.ShardRecord()
     moved.CopyFrom(record)
-    moved.port = free_port(host)
-    moved.address = f"{host}:{moved.port}"
-    await store.put_shard(moved)
-    log.warning("shard_port_moved", shard_id=record.shard_id, old=record.port, new=moved.port)
+    move(moved)
+    log.warning("shard_port_moved", shard_id=record.shard_id, old=record.port, new=port)
     return moved, True
 
 
@@ -102,10 +118,14 @@ class Spawns:
         tls: TLSConfig | None = None,
         host: str = "127.0.0.1",
         register_attempts: int = 3,
+        pause_after: hub_pb2.SpawnStep.ValueType | None = None,
+        promote_timeout_s: float = PROMOTE_HEALTH_TIMEOUT_S,
     ) -> None:
         """``ca`` issues shard certificates; ``tls`` is the hub's own, for health checks.
 
         Both None: a plain-text hub whose shards get no certificate (tests only).
+        ``pause_after`` (tests only) holds every spawn for good once it has
+        committed that step, so that a test can kill the hub right there.
         """
         self.store = store
         self.spawner = spawner
@@ -116,20 +136,73 @@ class Spawns:
         self.tls = tls
         self.host = host
         self.register_attempts = register_attempts
+        self.pause_after = pause_after
+        self.promote_timeout_s = promote_timeout_s
 
-    async def new(self) -> hub_pb2.ShardRecord:
-        """Allocate a new shard and run its spawn to the end. Raises on failure."""
-        record = await self.store.allocate_shard(self._allocation)
-        log.info("spawn_allocated", shard_id=record.shard_id, port=record.port)
+    async def new(self, *, warm: bool = False) -> hub_pb2.ShardRecord:
+        """Allocate a new shard and run its spawn to the end (WARM if ``warm``).
+
+        Raises on failure, as :meth:`resume`.
+        """
+        record = await self.store.allocate_shard(lambda shard_id: self._allocation(shard_id, warm))
+        log.info("spawn_allocated", shard_id=record.shard_id, port=record.port, warm=warm)
+        await self._pause_if_asked(record)
         return await self.resume(record)
 
+    async def promote(
+        self, record: hub_pb2.ShardRecord, *, decided_at_ms: int
+    ) -> hub_pb2.ShardRecord:
+        """Move the WARM shard ``record`` into service: check that it answers, register it.
+
+        The decision is recorded first (``decided_at_ms``), so a hub that dies
+        halfway finishes the promotion on restart (:meth:`resume`). Raises
+        :class:`SpawnFailed` if the shard does not answer (it is stopped and
+        ABANDONED, so the next round spawns cold), and ``Unavailable`` if the
+        registry cannot be reached (the promotion stays under way).
+        """
+
+        def decide(r: hub_pb2.ShardRecord) -> None:
+            r.decided_at_ms = decided_at_ms
+
+        return await self._finish_promotion(await self.store.update_shard(record.shard_id, decide))
+
+    async def _finish_promotion(self, record: hub_pb2.ShardRecord) -> hub_pb2.ShardRecord:
+        try:
+            await wait_healthy(
+                record.address,
+                timeout_s=self.promote_timeout_s,
+                tls=self.tls,
+                server_role=Role.SHARD,
+            )
+        except Unavailable as exc:
+            await self._abandon(record, f"warm shard not healthy: {exc}")
+        await self._register_with_retries(record)
+        registered_at = _now_ms()
+
+        def registered(r: hub_pb2.ShardRecord) -> None:
+            r.step, r.registered_at_ms = STEP.SPAWN_STEP_REGISTERED, registered_at
+
+        # Only these fields: the supervisor may have restarted it meanwhile (a new pid).
+        promoted = await self.store.update_shard(record.shard_id, registered)
+        log.info(
+            "shard_promoted",
+            shard_id=record.shard_id,
+            address=promoted.address,
+            ms=registered_at - promoted.decided_at_ms,
+        )
+        return promoted
+
     async def resume(self, record: hub_pb2.ShardRecord) -> hub_pb2.ShardRecord:
-        """Carry ``record`` from its current step to REGISTERED.
+        """Carry ``record`` from its current step to REGISTERED (WARM for a warm spawn).
+
+        A WARM record whose promotion was decided is registered.
 
         Raises :class:`SpawnFailed` if the shard was abandoned, and
         ``Unavailable`` if the registry could not be reached (the record
         stays HEALTHY and a later call resumes it).
         """
+        if capacity.promoting(record):
+            return await self._finish_promotion(record)
         if record.step == STEP.SPAWN_STEP_ALLOCATED:
             record = await self._issue_identity(record)
         if record.step == STEP.SPAWN_STEP_IDENTITY_ISSUED:
@@ -137,19 +210,26 @@ class Spawns:
         if record.step == STEP.SPAWN_STEP_STARTED:
             record = await self._wait_healthy(record)
         if record.step == STEP.SPAWN_STEP_HEALTHY:
-            record = await self._register(record)
+            if record.warm:
+                record = await self._advance(record, STEP.SPAWN_STEP_WARM)
+            else:
+                record = await self._register(record)
         return record
 
-    def _allocation(self, shard_id: str) -> hub_pb2.ShardRecord:
+    def _allocation(self, shard_id: str, warm: bool) -> hub_pb2.ShardRecord:
         port = free_port(self.host)
+        now = _now_ms()
         return hub_pb2.ShardRecord(
             shard_id=shard_id,
             step=STEP.SPAWN_STEP_ALLOCATED,
             address=f"{self.host}:{port}",
             port=port,
             data_dir=str(self.shards_dir / shard_id),
-            created_at_ms=_now_ms(),
+            created_at_ms=now,
             template_version=self.policy.template_version,
+            warm=warm,
+            # A cold spawn is decided now; a warm one when it is promoted.
+            decided_at_ms=0 if warm else now,
         )
 
     async def _advance(
@@ -160,7 +240,20 @@ class Spawns:
         nxt.step = step
         await self.store.put_shard(nxt)
         log.info("spawn_step", shard_id=nxt.shard_id, step=hub_pb2.SpawnStep.Name(step))
+        await self._pause_if_asked(nxt)
         return nxt
+
+    async def _pause_if_asked(self, record: hub_pb2.ShardRecord) -> None:
+        """Tests only: hold this spawn for good once ``pause_after`` is committed."""
+        if record.step != self.pause_after:
+            return
+        log.warning(
+            "spawn_paused",
+            shard_id=record.shard_id,
+            step=hub_pb2.SpawnStep.Name(record.step),
+            detail="pause_spawn_after (tests only): this spawn waits until the hub stops",
+        )
+        await asyncio.Event().wait()
 
     async def _issue_identity(self, record: hub_pb2.ShardRecord) -> hub_pb2.ShardRecord:
         await ensure_identity(self.ca, record)
@@ -213,6 +306,13 @@ class Spawns:
         return await self._advance(record, STEP.SPAWN_STEP_HEALTHY)
 
     async def _register(self, record: hub_pb2.ShardRecord) -> hub_pb2.ShardRecord:
+        await self._register_with_retries(record)
+        registered = hub_pb2.ShardRecord()
+        registered.CopyFrom(record)
+        registered.registered_at_ms = _now_ms()
+        return await self._advance(registered, STEP.SPAWN_STEP_REGISTERED)
+
+    async def _register_with_retries(self, record: hub_pb2.ShardRecord) -> None:
         delay = 0.2
         for attempt in range(1, self.register_attempts + 1):
             try:
@@ -223,7 +323,6 @@ class Spawns:
                     raise
                 await asyncio.sleep(delay)
                 delay *= 2
-        return await self._advance(record, STEP.SPAWN_STEP_REGISTERED)
 
     async def _abandon(self, record: hub_pb2.ShardRecord, reason: str) -> NoReturn:
         log.warning("spawn_abandoned", shard_id=record.shard_id, reason=reason)

@@ -10,7 +10,8 @@ Databases (values are protobuf):
 
 Every write goes through one :class:`~runtime.store.GroupCommitter`, so a
 grant's check against the cap and its update of the totals happen in one
-serialised transaction.
+serialised transaction. :func:`stored_config` reads the init config of a hub
+that is not running (``canistry up``, before it starts one).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from protos import hub_pb2
 from runtime.errors import Unavailable
 from runtime.store import GroupCommitter, Store, StoreConfig, get_msg, put_msg
 
-__all__ = ["HubStore", "shard_id_for"]
+__all__ = ["HubStore", "shard_id_for", "stored_config"]
 
 DATABASES = ("grants", "shards", "treasury")
 _TOTALS = b"totals"
@@ -172,6 +173,28 @@ class HubStore:
 
         await self.committer.submit(fn)
 
+    async def update_shard(
+        self, shard_id: str, change: Callable[[hub_pb2.ShardRecord], None]
+    ) -> hub_pb2.ShardRecord:
+        """Apply ``change`` to the stored record of ``shard_id`` in one transaction.
+
+        Two writers that each change their own fields (the supervisor a pid,
+        a promotion the step) never undo each other. Raises ``KeyError`` if
+        there is no such record.
+        """
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> hub_pb2.ShardRecord:
+            key = shard_id.encode()
+            record = get_msg(txn, store.db("shards"), key, hub_pb2.ShardRecord)
+            if record is None:
+                raise KeyError(shard_id)
+            change(record)
+            put_msg(txn, store.db("shards"), key, record)
+            return record
+
+        return await self.committer.submit(fn)
+
     async def allocate_shard(
         self, build: Callable[[str], hub_pb2.ShardRecord]
     ) -> hub_pb2.ShardRecord:
@@ -196,3 +219,23 @@ def _records(txn: lmdb.Transaction, db: Any) -> list[hub_pb2.ShardRecord]:
         record.ParseFromString(bytes(raw))
         out.append(record)
     return out
+
+
+def stored_config(data_dir: Path) -> hub_pb2.HubConfig | None:
+    """The init config stored in the hub's LMDB at ``data_dir``; None before the first start.
+
+    Opens the environment read-only and closes it again, so it is safe
+    beside a running hub, but meant for the moment before one starts.
+    """
+    if not (data_dir / "data.mdb").is_file():
+        return None
+    env = lmdb.open(str(data_dir), readonly=True, max_dbs=len(DATABASES) + 1)
+    try:
+        with env.begin() as txn:
+            try:
+                meta = env.open_db(b"meta", txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return None
+            return get_msg(txn, meta, _CONFIG, hub_pb2.HubConfig)
+    finally:
+        env.close()

@@ -1,12 +1,13 @@
 """Supervision of the shards the hub created: restart the dead, keep the registry current.
 
-Every ``interval_s`` the supervisor looks at each REGISTERED shard. One that
-runs is left alone (after a hub restart that is how running shards are
-re-adopted: no second process). One that died is started again on its same
-data directory, paced by :class:`~hub.backoff.Backoff`, and its restart is
-counted in its record. If its old port was taken meanwhile it gets a new one
-and the registry learns the new address; registrations that fail are retried
-every ``register_retry_s``.
+Every ``interval_s`` the supervisor looks at each REGISTERED or WARM shard.
+One that runs is left alone (after a hub restart that is how running shards
+are re-adopted: no second process). One that died is started again on its
+same data directory, paced by :class:`~hub.backoff.Backoff`; its record
+counts the restart and keeps the delay waited before it. If its old port was
+taken meanwhile it gets a new one and the registry learns the new address (a
+warm shard's is told when it is promoted); registrations that fail are
+retried every ``register_retry_s``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from runtime import logs
 from runtime.errors import CanistryError
 from runtime.tls import ClusterCA, TLSError
 
-__all__ = ["Supervisor"]
+__all__ = ["SUPERVISED_STEPS", "Supervisor"]
 
 log = logs.get_logger(__name__)
+
+#: Spawns that are over: their process should run, and is restarted if it does not.
+SUPERVISED_STEPS = frozenset({hub_pb2.SPAWN_STEP_REGISTERED, hub_pb2.SPAWN_STEP_WARM})
 
 
 class Supervisor:
@@ -78,10 +82,12 @@ class Supervisor:
         """One pass over the shards."""
         now = self.clock()
         for record in self.store.shards():
-            if record.step != hub_pb2.SPAWN_STEP_REGISTERED:
+            if record.step not in SUPERVISED_STEPS:
                 continue
             backoff = self._backoff.setdefault(record.shard_id, Backoff())
             if self.spawner.is_alive(record):
+                if backoff.started_at is None:  # first sight: after a hub restart, re-adopted
+                    log.info("shard_supervised", shard_id=record.shard_id, pid=record.pid)
                 backoff.alive(now)
             elif backoff.dead(now):
                 await self._restart(record, backoff, now)
@@ -92,6 +98,7 @@ class Supervisor:
 
     async def _restart(self, record: hub_pb2.ShardRecord, backoff: Backoff, now: float) -> None:
         log.warning("shard_dead", shard_id=record.shard_id, pid=record.pid)
+        waited = backoff.delay_s
         backoff.restarted(now)
         pid = self.spawner.adopt(record)
         adopted = pid is not None
@@ -105,17 +112,23 @@ class Supervisor:
             except (OSError, TLSError, CanistryError) as exc:
                 log.error("shard_restart_failed", shard_id=record.shard_id, error=repr(exc))
                 return
-        restarted = hub_pb2.ShardRecord()
-        restarted.CopyFrom(record)
-        restarted.pid = pid
-        if not adopted:
-            restarted.restarts += 1
-        await self.store.put_shard(restarted)
+        running: int = pid
+
+        def restart(r: hub_pb2.ShardRecord) -> None:
+            r.pid = running
+            if not adopted:
+                r.restarts += 1
+                r.restart_delay_s = waited
+                r.restarted_at_ms = int(time.time() * 1000)
+
+        # Only its own fields: a promotion may have changed the step meanwhile.
+        restarted = await self.store.update_shard(record.shard_id, restart)
         log.info(
             "shard_restarted",
             shard_id=record.shard_id,
-            pid=pid,
+            pid=running,
             restarts=restarted.restarts,
+            waited_s=waited,
             next_delay_s=backoff.delay_s,
         )
 

@@ -34,6 +34,10 @@ class _SpawnStepEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SpawnStep.V
     """done: the shard serves users"""
     SPAWN_STEP_ABANDONED: _SpawnStep.ValueType  # 6
     """undone"""
+    SPAWN_STEP_WARM: _SpawnStep.ValueType  # 7
+    """Started and healthy, not registered: a warm-pool shard with no users yet,
+    waiting to be promoted (registered) when the soft limit is crossed.
+    """
 
 class SpawnStep(_SpawnStep, metaclass=_SpawnStepEnumTypeWrapper): ...
 
@@ -46,6 +50,10 @@ SPAWN_STEP_REGISTERED: SpawnStep.ValueType  # 5
 """done: the shard serves users"""
 SPAWN_STEP_ABANDONED: SpawnStep.ValueType  # 6
 """undone"""
+SPAWN_STEP_WARM: SpawnStep.ValueType  # 7
+"""Started and healthy, not registered: a warm-pool shard with no users yet,
+waiting to be promoted (registered) when the soft limit is crossed.
+"""
 Global___SpawnStep: _TypeAlias = SpawnStep  # noqa: Y015
 
 @_typing.final
@@ -128,7 +136,11 @@ class EnsureCapacityReply(_message.Message):
     SHARD_ID_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     action: _builtins.str
-    """"spawned", "spawn_in_progress", "enough", or "error"."""
+    """"spawned" (a new shard, started cold), "promoted" (a warm shard moved into
+    service), "warming" (a warm-pool refill started; nobody waits for it),
+    "warmed" (a resumed warm-pool spawn finished), "spawn_in_progress",
+    "enough", or "error".
+    """
     shard_id: _builtins.str
     detail: _builtins.str
     def __init__(
@@ -269,6 +281,11 @@ class ShardRecord(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _builtins.int
     RESTARTS_FIELD_NUMBER: _builtins.int
     TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    WARM_FIELD_NUMBER: _builtins.int
+    RESTART_DELAY_S_FIELD_NUMBER: _builtins.int
+    RESTARTED_AT_MS_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_MS_FIELD_NUMBER: _builtins.int
+    REGISTERED_AT_MS_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     step: Global___SpawnStep.ValueType
     address: _builtins.str
@@ -278,6 +295,16 @@ class ShardRecord(_message.Message):
     created_at_ms: _builtins.int
     restarts: _builtins.int
     template_version: _builtins.str
+    warm: _builtins.bool
+    """Spawned for the warm pool: the spawn ends at WARM, not REGISTERED."""
+    restart_delay_s: _builtins.float
+    """The backoff the supervisor waited before the last restart, and when it was."""
+    restarted_at_ms: _builtins.int
+    decided_at_ms: _builtins.int
+    """When a capacity round put this shard into service (its allocation, or the
+    promotion of a warm shard), and when the registry took it.
+    """
+    registered_at_ms: _builtins.int
     def __init__(
         self,
         *,
@@ -290,10 +317,15 @@ class ShardRecord(_message.Message):
         created_at_ms: _builtins.int = ...,
         restarts: _builtins.int = ...,
         template_version: _builtins.str = ...,
+        warm: _builtins.bool = ...,
+        restart_delay_s: _builtins.float = ...,
+        restarted_at_ms: _builtins.int = ...,
+        decided_at_ms: _builtins.int = ...,
+        registered_at_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "pid", b"pid", "port", b"port", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "decided_at_ms", b"decided_at_ms", "pid", b"pid", "port", b"port", "registered_at_ms", b"registered_at_ms", "restart_delay_s", b"restart_delay_s", "restarted_at_ms", b"restarted_at_ms", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -370,6 +402,7 @@ class HubConfig(_message.Message):
     DAILY_TOKEN_LIMIT_FIELD_NUMBER: _builtins.int
     SHARD_START_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     SHARD_COMMIT_PER_REQUEST_FIELD_NUMBER: _builtins.int
+    WARM_POOL_FIELD_NUMBER: _builtins.int
     cap: _builtins.int
     soft_limit: _builtins.int
     hard_limit: _builtins.int
@@ -387,6 +420,8 @@ class HubConfig(_message.Message):
     """How long a new or restarted shard may take to report healthy."""
     shard_commit_per_request: _builtins.bool
     """Shards fsync each request alone instead of group-committing (benchmarks)."""
+    warm_pool: _builtins.int
+    """Started, healthy, unassigned shards kept ready to take users at once."""
     def __init__(
         self,
         *,
@@ -405,10 +440,11 @@ class HubConfig(_message.Message):
         daily_token_limit: _builtins.int = ...,
         shard_start_timeout_s: _builtins.float = ...,
         shard_commit_per_request: _builtins.bool = ...,
+        warm_pool: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "min_shards", b"min_shards", "registry_address", b"registry_address", "scale_interval_s", b"scale_interval_s", "shard_commit_per_request", b"shard_commit_per_request", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "min_shards", b"min_shards", "registry_address", b"registry_address", "scale_interval_s", b"scale_interval_s", "shard_commit_per_request", b"shard_commit_per_request", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version", "warm_pool", b"warm_pool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

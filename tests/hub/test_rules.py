@@ -4,7 +4,7 @@ import pytest
 
 from hub import capacity, treasury
 from hub.backoff import Backoff
-from hub.config import HubSettings, differences
+from hub.config import HubSettings, differences, kept_notes, pause_step
 from protos import hub_pb2, registry_pb2
 from runtime.errors import Conflict, InvalidArgument, PermissionDenied
 from runtime.tls import Identity, Role
@@ -112,6 +112,39 @@ def test_capacity_decision() -> None:
     assert decide(directory(10), [done, abandoned]).action is capacity.Action.ENOUGH
 
 
+def test_warm_pool_decision() -> None:
+    done = hub_pb2.ShardRecord(shard_id="shard-0001", step=hub_pb2.SPAWN_STEP_REGISTERED)
+    warm = hub_pb2.ShardRecord(shard_id="shard-0002", step=hub_pb2.SPAWN_STEP_WARM, warm=True)
+    filling = hub_pb2.ShardRecord(shard_id="shard-0003", step=hub_pb2.SPAWN_STEP_STARTED, warm=True)
+    ready = {"shard-0002"}
+    # Short of capacity: a ready warm shard is promoted, even while a spawn runs.
+    d = decide(directory(95), [done, warm], warm_pool=1, ready=ready)
+    assert d.action is capacity.Action.PROMOTE and d.record == warm
+    d = decide(directory(95), [done, warm, filling], warm_pool=2, ready=ready, spawn_running=True)
+    assert d.action is capacity.Action.PROMOTE
+    assert decide(directory(), [warm], ready=ready).action is capacity.Action.PROMOTE
+    # A warm shard whose process is down is not promoted: spawn, or wait for the running one.
+    assert decide(directory(95), [done, warm], warm_pool=1).action is capacity.Action.SPAWN
+    d = decide(directory(95), [done, filling], warm_pool=1, spawn_running=True)
+    assert d.action is capacity.Action.IN_PROGRESS
+    # Capacity to spare: finish what is unfinished, then fill the pool up to its size.
+    assert decide(directory(10), [done], warm_pool=1).action is capacity.Action.FILL
+    assert decide(directory(10), [done, warm], warm_pool=1).action is capacity.Action.ENOUGH
+    assert decide(directory(10), [done, warm], warm_pool=2).action is capacity.Action.FILL
+    d = decide(directory(10), [done, filling], warm_pool=2)
+    assert d.action is capacity.Action.RESUME and d.record == filling
+    assert decide(directory(10), [done], warm_pool=0).action is capacity.Action.ENOUGH
+    # A promotion that a dead hub decided but did not finish is carried on, not counted warm.
+    halfway = hub_pb2.ShardRecord()
+    halfway.CopyFrom(warm)
+    halfway.decided_at_ms = 5
+    d = decide(directory(10), [done, halfway], warm_pool=1, ready=ready)
+    assert d.action is capacity.Action.RESUME and d.record == halfway
+    assert decide(directory(95), [done, halfway], ready=ready).action is capacity.Action.RESUME
+    # min_shards come first, cold, before any warm shard.
+    assert decide(directory(), [], warm_pool=1).action is capacity.Action.SPAWN
+
+
 def test_backoff_doubles_to_thirty_and_resets_after_a_minute_up() -> None:
     b = Backoff()
     b.alive(0.0)
@@ -145,6 +178,19 @@ def test_settings_validate_and_differences_name_fields(tmp_path) -> None:  # typ
     b = HubSettings(**base, cap=5, min_shards=3).init_config()  # type: ignore[arg-type]
     assert differences(a, b) == ["cap", "min_shards"]
     assert differences(a, a) == []
+    c = HubSettings(**base, soft_limit=5, warm_pool=1, scale_interval_s=2).init_config()  # type: ignore[arg-type]
+    assert kept_notes(a, c) == [
+        "soft_limit 90000 (asked 5)",
+        "scale_interval_s 60 (asked 2)",
+        "warm_pool 0 (asked 1)",
+    ]
+    assert kept_notes(a, c, ["warm_pool"]) == ["warm_pool 0 (asked 1)"]
+    with pytest.raises(ValueError, match="warm_pool"):
+        HubSettings(**base, warm_pool=-1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no spawn step"):
+        HubSettings(**base, pause_spawn_after="LAUNCHED")  # type: ignore[arg-type]
+    assert pause_step("started") == pause_step("SPAWN_STEP_STARTED") == hub_pb2.SPAWN_STEP_STARTED
+    assert pause_step("") is None
 
 
 def test_a_shard_asks_only_in_its_own_name() -> None:

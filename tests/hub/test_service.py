@@ -289,3 +289,21 @@ async def test_a_hub_started_before_its_registry_still_brings_up_min_shards(
         )
         async with RegistryService(rcfg) as registry:
             await shards_up(hub, registry, 1)
+
+
+async def test_the_test_only_pause_holds_a_spawn_right_after_the_step_it_names(
+    tmp_path: Path, registry: RegistryService, spawner: FakeSpawner
+) -> None:
+    for step in ("ALLOCATED", "STARTED"):
+        paused = hub_settings(tmp_path, registry.address, pause_spawn_after=step)
+        async with HubService(paused, spawner=spawner) as hub:
+            want = [hub_pb2.SpawnStep.Value(f"SPAWN_STEP_{step}")]
+            await eventually(lambda h=hub, w=want: [r.step for r in h.store.shards()] == w)
+            assert hub.rounds is not None and hub.rounds.spawn_running()
+            assert hub.rounds.rounds >= 1 and (await ensure(hub.address)).action == (
+                "spawn_in_progress"
+            )
+            assert [r.step for r in hub.store.shards()] == want, "held there"
+    async with HubService(hub_settings(tmp_path, registry.address), spawner=spawner) as hub:
+        await shards_up(hub, registry, 1)
+        assert spawner.starts == ["shard-0001"]

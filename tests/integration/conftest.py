@@ -14,6 +14,17 @@ from canistry.up import Cluster, UpConfig
 MakeCluster = Callable[..., Cluster]
 
 
+def test_config(data_dir: Path, **fields: Any) -> UpConfig:
+    """A cluster config for tests: any free gateway port, one gateway worker, quick scaling."""
+    fields.setdefault("port", 0)
+    fields.setdefault("gateway_workers", 1)
+    fields.setdefault("scale_interval_s", 1.0)
+    return UpConfig(data_dir=data_dir, **fields)
+
+
+test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 @pytest.fixture
 def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeCluster]:
     """Start a cluster with the given UpConfig fields; every one is stopped after the test."""
@@ -21,8 +32,7 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeClust
 
     def make(**fields: Any) -> Cluster:
         data_dir: Path = tmp_path_factory.mktemp("cluster") / "data"
-        fields.setdefault("scale_interval_s", 1.0)
-        cluster = Cluster(UpConfig(data_dir=data_dir, **fields), out=io.StringIO())
+        cluster = Cluster(test_config(data_dir, **fields), out=io.StringIO())
         started.append(cluster)
         cluster.boot()
         return cluster
@@ -37,7 +47,7 @@ def make_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeClust
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One default-config cluster for tests that only add their own users."""
     cluster = Cluster(
-        UpConfig(data_dir=tmp_path_factory.mktemp("shared") / "data", scale_interval_s=2.0),
+        test_config(tmp_path_factory.mktemp("shared") / "data", scale_interval_s=2.0),
         out=io.StringIO(),
     )
     cluster.boot()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from canistry.layout import CERTIFIED, ClusterLayout
@@ -32,7 +34,7 @@ def _canistry(
 def _start_up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "canistry", "up", "--data-dir", str(data_dir),
-         "--scale-interval", "1"],
+         "--scale-interval", "1", "--port", "0", "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []
@@ -81,8 +83,12 @@ def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
     proc, lines = _start_up(data_dir)
     try:
         text = "\n".join(lines)
-        for name in ("content", "registry", "hub", "shard-0001"):
+        for name in ("content", "registry", "hub", "shard-0001", "gateway"):
             assert name in text
+        url = re.search(r"the gateway is at (http://\S+)", text)
+        assert url, text
+        assert httpx.get(url.group(1) + "/readyz", timeout=10).status_code == 200
+        assert httpx.get(url.group(1) + "/v1/units?limit=2", timeout=10).json()["units"]
         status = _canistry("status", "--data-dir", str(data_dir))
         assert status.returncode == 0, status.stderr
         assert "shard-0001" in status.stdout and "active" in status.stdout
@@ -92,7 +98,7 @@ def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
         layout = ClusterLayout(data_dir)
         shard_pid = int((layout.shards_dir / "shard-0001" / "service.pid").read_text())
         core_pids = [int((layout.service_dir(n) / "service.pid").read_text())
-                     for n in ("content", "registry", "hub")]  # fmt: skip
+                     for n in ("content", "registry", "hub", "gateway")]  # fmt: skip
         # `up` made the CA and the certificates; keys are the owner's alone.
         assert (layout.ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
         assert (layout.tls_dir("hub") / "key.pem").stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""Requests/s and p50/p99 through the HTTP gateway, against a bare uvicorn app in the same run.
+
+One real cluster (content, registry, hub, one hub-spawned shard, all mutual
+TLS) with the gateway in front, as processes on loopback; load comes from
+this process over keep-alive connections (a minimal HTTP/1.1 driver, so that
+the driver costs far less than the servers; users register through
+``canistry.client`` and submissions are signed by its ``Identity``), bounded
+by --requests and --seconds per run. Three runs:
+
+- ``bare``: a uvicorn app (same server settings) that returns fixed JSON: the
+  ceiling of this HTTP stack on this machine;
+- ``unit``: ``GET /v1/units/{id}``, served from the gateway's content cache;
+- ``submit``: signed ``POST /v1/units/{id}/submissions`` (verify, nonce,
+  route cache, shard with its durable write and its content hop).
+
+The ratios to ``bare`` say what the gateway's own work costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+from canistry.children import serve_argv
+from canistry.client import AsyncClient, Identity
+from canistry.up import Cluster, UpConfig
+from content_service.service import load_sample_pack
+
+UNITS = json.loads(load_sample_pack())["units"]
+ANSWERS = {u["id"]: {q["id"]: q["answer"] for q in u["quiz"]["questions"]} for u in UNITS}
+
+BARE_APP = """
+import sys, uvicorn
+BODY = b'{"id":"math-001","subject":"math","title":"Fractions","reward":40,"version":1}'
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(BODY)).encode())]})
+    await send({"type": "http.response.body", "body": BODY})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="asyncio",
+            log_level="warning", access_log=False)
+"""
+
+
+@dataclass
+class Run:
+    label: str
+    ok: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def pct(self, p: float) -> float:
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "requests": self.ok,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 2),
+            "per_second": round(self.ok / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": round(self.pct(50), 2),
+            "p99_ms": round(self.pct(99), 2),
+            "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0,
+        }
+
+
+async def drive(
+    label: str,
+    one: Callable[[int], Awaitable[object]],
+    *,
+    concurrency: int,
+    max_requests: int,
+    max_seconds: float,
+) -> Run:
+    run = Run(label)
+    issued = 0
+    deadline = time.monotonic() + max_seconds
+
+    async def worker() -> None:
+        nonlocal issued
+        while issued < max_requests and time.monotonic() < deadline:
+            i = issued
+            issued += 1
+            t0 = time.perf_counter()
+            try:
+                await one(i)
+            except Exception as exc:
+                if not run.errors:
+                    print(f"{label}: first error: {exc!r}", file=sys.stderr)
+                run.errors += 1
+                continue
+            run.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            run.ok += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise SystemExit(f"{path} did not appear")
+
+
+async def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            (await Conn.open(url)).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection, minimal on purpose: the driver must cost far
+    less than the servers it measures (httpx costs ~1.5 ms of CPU per request)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> Conn:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        lines = [f"{method} {path} HTTP/1.1", "Host: bench", f"Content-Length: {len(body)}"]
+        if body:
+            lines.append("Content-Type: application/json")
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length) if length else b""
+        if status >= 400:
+            raise RuntimeError(f"{status}: {payload[:200]!r}")
+        return status, payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def pool(url: str, n: int) -> list[Conn]:
+    return [await Conn.open(url) for _ in range(n)]
+
+
+async def measure(gateway_url: str, bare_url: str, args: argparse.Namespace) -> list[Run]:
+    bounds = {"concurrency": args.concurrency, "max_requests": args.requests,
+              "max_seconds": args.seconds}  # fmt: skip
+    runs = []
+
+    bare = await pool(bare_url, args.concurrency)
+    free = list(bare)
+
+    async def bare_get(i: int) -> object:
+        conn = free.pop()
+        try:
+            return await conn.request("GET", "/")
+        finally:
+            free.append(conn)
+
+    runs.append(await drive("bare uvicorn, fixed JSON", bare_get, **bounds))
+    for c in bare:
+        c.close()
+
+    gw = await pool(gateway_url, args.concurrency)
+    free = list(gw)
+
+    async def unit_get(i: int) -> object:
+        conn = free.pop()
+        try:
+            return await conn.request("GET", "/v1/units/math-001")
+        finally:
+            free.append(conn)
+
+    await unit_get(0)
+    runs.append(await drive("GET /v1/units/{id} (cached)", unit_get, **bounds))
+
+    # Users register through the typed client; submissions are signed the same way.
+    users = []
+    async with AsyncClient(gateway_url, retry_unavailable_s=30) as api:
+        for n in range(args.users):
+            api.identity = Identity.generate()
+            await api.register(f"Bench{n}", f"bench{n}@example.org")
+            users.append(api.identity)
+
+    async def submit(i: int) -> object:
+        me = users[i % len(users)]
+        unit = UNITS[(i // len(users)) % len(UNITS)]["id"]
+        body = json.dumps({"answers": ANSWERS[unit]}, separators=(",", ":")).encode()
+        path = f"/v1/units/{unit}/submissions"
+        auth = me.authorization("POST", path, body)
+        conn = free.pop()
+        try:
+            headers = {"Authorization": auth, "Idempotency-Key": f"b{i}"}
+            return await conn.request("POST", path, body, headers)
+        finally:
+            free.append(conn)
+
+    runs.append(await drive("POST submissions (signed)", submit, **bounds))
+    for c in gw:
+        c.close()
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--requests", type=int, default=20000, help="upper bound per run")
+    p.add_argument("--seconds", type=float, default=10.0, help="time bound per run")
+    p.add_argument("--users", type=int, default=50)
+    p.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
+        root = Path(tmp)
+        cluster = Cluster(
+            UpConfig(data_dir=root / "data", attempt_limit=1_000_000, token_limit=10**12, port=0),
+            out=io.StringIO(),
+        )
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            cluster.boot()
+            addr = {n: c.address for n, c in cluster.children.items()}
+            ready = root / "gateway.addr"
+            log = open(root / "gateway.log", "ab")
+            procs.append(subprocess.Popen(
+                [*serve_argv("gateway"), "--data-dir", str(root / "gateway"),
+                 "--port", "0", "--ready-file", str(ready), "--workers", str(args.workers),
+                 "--log-level", "warning", "--tls-dir", str(cluster.layout.tls_dir("gateway")),
+                 "--registry", addr["registry"], "--content", addr["content"],
+                 "--hub", addr["hub"]],
+                stdout=log, stderr=log,
+            ))  # fmt: skip
+            gateway_url = "http://" + wait_file(ready, procs[-1])
+            from runtime.net import free_port
+
+            bare_port = free_port()
+            procs.append(subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)]))
+            bare_url = f"http://127.0.0.1:{bare_port}"
+            asyncio.run(wait_http(bare_url))
+            runs = asyncio.run(measure(gateway_url, bare_url, args))
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+            cluster.stop()
+            cluster.close()
+
+    figures = [r.summary() for r in runs]
+    bare = figures[0]["per_second"] or 1.0
+    for f in figures:
+        f["ratio_to_bare"] = round(f["per_second"] / bare, 3)
+        print(f"{f['label']:>30}: {f['per_second']:8.1f} req/s   p50 {f['p50_ms']:6.2f} ms   "
+              f"p99 {f['p99_ms']:7.2f} ms   ({f['requests']} ok, {f['errors']} errors, "
+              f"{f['seconds']:.1f}s)   x{f['ratio_to_bare']:.2f} of bare")  # fmt: skip
+    if args.json is not None:
+        payload = {"concurrency": args.concurrency, "gateway_workers": args.workers,
+                   "runs": figures}  # fmt: skip
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

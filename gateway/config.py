@@ -1,0 +1,96 @@
+"""Configuration of the HTTP gateway (all of its worker processes share one)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.tls import TLSConfig
+
+__all__ = ["GatewayConfig", "default_workers"]
+
+
+def default_workers() -> int:
+    """What ``canistry up`` should use: two workers where there are two cores or more."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """What :func:`gateway.app.create_app` and :func:`gateway.server.run_gateway` need."""
+
+    registry_address: str
+    """The registry, ``host:port``."""
+    content_address: str
+    """The content service, ``host:port``."""
+    hub_address: str
+    """The hub, ``host:port`` (read by ``GET /v1/cluster`` only)."""
+    data_dir: Path
+    """The gateway's own directory: the LMDB of nonces and idempotent replies, shared by workers."""
+    tls: TLSConfig | None = None
+    """The gateway's cluster certificate (role ``gateway``): every gRPC channel is mutual
+    TLS. None dials plain text, which cluster services refuse (in-process tests only)."""
+    host: str = "127.0.0.1"
+    """Interface to bind; ``0.0.0.0`` inside containers."""
+    port: int = 8080
+    """TCP port; 0 lets the OS pick one (the ready file names it)."""
+    workers: int = 1
+    """Worker processes sharing the listening socket (see :func:`default_workers`)."""
+    clock_skew_s: float = 300.0
+    """How far a signed request's ``ts`` may be from our clock; nonces are kept this long."""
+    route_cache_ttl_s: float = 300.0
+    """How long a principal's shard is trusted without asking the registry."""
+    route_cache_size: int = 200_000
+    """Principals whose shard each worker remembers (least recently used go first)."""
+    content_cache_ttl_s: float = 10.0
+    """How long a worker serves a unit or a unit page without asking the content service."""
+    content_cache_size: int = 10_000
+    """Unit bodies and pages each worker keeps."""
+    content_max_age_s: int = 30
+    """``Cache-Control: max-age`` for content; clients revalidate with ``If-None-Match`` after."""
+    cluster_cache_ttl_s: float = 2.0
+    """How long ``GET /v1/cluster`` reuses the registry's and hub's figures."""
+    rpc_deadline_s: float = 3.0
+    """Deadline of every gRPC call except submissions."""
+    submit_deadline_s: float = 8.0
+    """Deadline of ``SubmitQuiz`` (it includes the shard's own call to the content service)."""
+    retry_after_s: int = 2
+    """``Retry-After`` on 503s: no capacity yet, or a dependency down."""
+    idempotency_ttl_s: float = 24 * 3600.0
+    """How long an ``Idempotency-Key`` reply is replayed (at least 24 h by DESIGN §7)."""
+    idempotency_claim_s: float = 30.0
+    """How long a request holding a key blocks a duplicate before a crash is assumed."""
+    max_body_bytes: int = 64 * 1024
+    """Largest request body accepted (413 beyond)."""
+    grace_s: float = 5.0
+    """How long in-flight requests may finish once a stop starts."""
+    sweep_interval_s: float = 30.0
+    """How often expired nonces and replies are deleted."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data_dir, Path):
+            raise TypeError("data_dir must be a pathlib.Path")
+        for name in ("registry_address", "content_address", "hub_address"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or ":" not in value:
+                raise ValueError(f"{name} must be host:port, got {value!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        positive = (
+            "clock_skew_s", "route_cache_ttl_s", "content_cache_ttl_s", "cluster_cache_ttl_s",
+            "rpc_deadline_s", "submit_deadline_s", "idempotency_ttl_s", "idempotency_claim_s",
+            "sweep_interval_s",
+        )  # fmt: skip
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.idempotency_ttl_s < 24 * 3600:
+            raise ValueError("idempotency_ttl_s must be at least 24 hours (DESIGN §7)")
+        for name in ("route_cache_size", "content_cache_size", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.content_max_age_s < 0 or self.retry_after_s < 1 or self.grace_s < 0:
+            raise ValueError("content_max_age_s >= 0, retry_after_s >= 1 and grace_s >= 0")

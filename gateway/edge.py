@@ -1,0 +1,214 @@
+"""The HTTP edge: request ids, metrics, body limits, and every error as a problem document.
+
+:class:`Edge` is pure ASGI middleware, outermost in the app: it binds the
+request id (from ``X-Request-ID`` or a new one) so that it reaches every gRPC
+call through :mod:`runtime.logs`, caps the body, times the request, and turns
+any exception that escaped the routes into a bare 500 problem document.
+:func:`install_handlers` maps domain errors, FastAPI's validation errors and
+Starlette's 404/405 to problem documents.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import metrics
+from gateway.errors import (
+    BodyTooLarge,
+    MethodNotAllowed,
+    NoSuchRoute,
+    RequestInvalid,
+    Unauthenticated,
+)
+from gateway.problems import INTERNAL, MEDIA_TYPE, Problem, problem_for
+from gateway.views import dumps
+from runtime import logs
+from runtime.errors import CanistryError, InvalidArgument, PermissionDenied
+
+__all__ = ["Edge", "install_handlers", "problem_response"]
+
+log = logs.get_logger(__name__)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID_HEADER = logs.REQUEST_ID_HEADER.encode()
+
+
+def _safe(text: str) -> str:
+    """Text that encodes as UTF-8 whatever the client sent (lone surrogates escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def problem_response(problem: Problem, *, instance: str, request_id: str | None) -> Response:
+    doc = problem.document(instance=_safe(instance), request_id=request_id)
+    doc["detail"] = _safe(doc["detail"])
+    return Response(
+        dumps(doc), status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers
+    )
+
+
+class Edge:
+    """Outermost middleware; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = logs.bind_request_id(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (_REQUEST_ID_HEADER, request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            too_big = _declared_length(scope) > self.max_body_bytes
+            if too_big:
+                await self._reject_body(scope, send_with_id, request_id)
+            else:
+                await self.app(scope, self._capped(receive), send_with_id)
+        except Exception:
+            log.exception("http_internal_error", path=_safe(scope.get("path", "")))
+            if not response_started:
+                response = problem_response(
+                    INTERNAL, instance=scope.get("path", ""), request_id=request_id
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                raise
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.REQUESTS.labels(scope["method"], template, str(status)).inc()
+            metrics.LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            logs.reset_request_id(token)
+
+    def _capped(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, f"the body is larger than {limit} bytes")
+            return message
+
+        return capped
+
+    async def _reject_body(self, scope: Scope, send: Send, request_id: str) -> None:
+        problem = problem_for(
+            BodyTooLarge(f"the body is larger than {self.max_body_bytes} bytes"),
+            retry_after_s=1,
+            now_s=time.time(),
+        )
+        response = problem_response(problem, instance=scope.get("path", ""), request_id=request_id)
+        response.headers["Connection"] = "close"
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == _REQUEST_ID_HEADER:
+            text: str = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return logs.new_request_id()
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def install_handlers(app: FastAPI, *, retry_after_s: int) -> None:
+    """Make every error the routes raise a problem document."""
+
+    def respond(request: Request, exc: BaseException) -> Response:
+        problem = problem_for(exc, retry_after_s=retry_after_s, now_s=time.time())
+        if problem.status >= 500 and problem is INTERNAL:
+            log.error("upstream_internal_error", error=repr(exc))
+        if isinstance(exc, Unauthenticated):
+            metrics.AUTH_FAILURES.labels(exc.code).inc()
+        return problem_response(
+            problem,
+            instance=request.url.path,
+            request_id=getattr(request.state, "request_id", None),
+        )
+
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
+        return respond(request, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [_error_entry(e) for e in exc.errors()]
+        where = ", ".join(".".join(e["loc"]) for e in errors[:5])
+        return respond(
+            request, RequestInvalid(f"the request does not match its schema: {where}", errors)
+        )
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        mapped: CanistryError
+        if exc.status_code == 404:
+            mapped = NoSuchRoute(f"no route for {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        elif exc.status_code == 413:
+            mapped = BodyTooLarge(str(exc.detail))
+        elif exc.status_code in (401, 403):
+            mapped = PermissionDenied(str(exc.detail))
+        elif 400 <= exc.status_code < 500:
+            mapped = InvalidArgument("the request could not be read")
+        else:
+            return respond(request, exc)
+        response = respond(request, mapped)
+        if exc.headers and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+    app.add_exception_handler(CanistryError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+
+
+def _error_entry(error: Any) -> dict[str, Any]:
+    return {
+        "loc": [_safe(str(part)) for part in error.get("loc", ())],
+        "msg": _safe(str(error.get("msg", ""))),
+        "type": _safe(str(error.get("type", ""))),
+    }

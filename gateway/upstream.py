@@ -1,0 +1,227 @@
+"""The gateway's gRPC side: stubs with deadlines, and routing users to their shards.
+
+A principal's shard comes from the registry once and is then cached
+(:class:`~gateway.caches.TtlCache`), so a cache hit costs no registry call.
+If a shard answers "not mine" (``UnknownUser``/``WrongShard``) to a cached
+route, or cannot be reached at all, the route is refreshed once and the call
+retried. Every call carries an explicit deadline, and failures arrive as
+domain errors via :func:`runtime.rpc.rpc_errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from gateway import metrics
+from gateway.caches import TtlCache
+from gateway.channels import ChannelPool
+from gateway.config import GatewayConfig
+from gateway.errors import NotRegistered
+from protos import (
+    content_pb2,
+    content_pb2_grpc,
+    hub_pb2,
+    hub_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    shard_pb2,
+    shard_pb2_grpc,
+)
+from runtime import logs
+from runtime.errors import ERROR_TRAILER, CanistryError, Unavailable, UnknownUser, WrongShard
+from runtime.rpc import rpc_errors
+from runtime.tls import Role
+
+__all__ = ["Route", "Upstream", "unreachable"]
+
+T = TypeVar("T")
+if TYPE_CHECKING:
+    ShardCall = Callable[[shard_pb2_grpc.UserShardAsyncStub], Awaitable[T]]
+
+log = logs.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    shard_id: str
+    address: str
+
+
+def unreachable(exc: CanistryError) -> bool:
+    """Whether ``exc`` means the peer could not be reached (not a reason the peer gave)."""
+    cause = exc.__cause__
+    return (
+        isinstance(exc, Unavailable)
+        and isinstance(cause, grpc.aio.AioRpcError)
+        and not any(k == ERROR_TRAILER for k, _ in (cause.trailing_metadata() or ()))
+    )
+
+
+class Upstream:
+    """Stubs for registry, content and hub, shard stubs by address, and the route cache."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.channels = ChannelPool(config.tls)
+        self.registry: registry_pb2_grpc.RegistryAsyncStub = registry_pb2_grpc.RegistryStub(
+            self.channels.get(config.registry_address, Role.REGISTRY)
+        )
+        self.content: content_pb2_grpc.ContentAsyncStub = content_pb2_grpc.ContentStub(
+            self.channels.get(config.content_address, Role.CONTENT)
+        )
+        self.hub: hub_pb2_grpc.HubAsyncStub = hub_pb2_grpc.HubStub(
+            self.channels.get(config.hub_address, Role.HUB)
+        )
+        self.routes: TtlCache[str, Route] = TtlCache(
+            config.route_cache_ttl_s, config.route_cache_size
+        )
+        self._deadline = config.rpc_deadline_s
+
+    async def close(self) -> None:
+        await self.channels.close()
+
+    def shard(self, address: str) -> shard_pb2_grpc.UserShardAsyncStub:
+        return shard_pb2_grpc.UserShardStub(self.channels.get(address, Role.SHARD))
+
+    # -- registry ---------------------------------------------------------------
+
+    async def assign(self, principal: str) -> tuple[Route, registry_pb2.Assignment]:
+        """The principal's shard, assigned if new (idempotent). Raises NoCapacity."""
+        async with _peer("registry"):
+            a = await self.registry.Assign(
+                registry_pb2.AssignRequest(principal=principal), timeout=self._deadline
+            )
+        route = Route(a.shard_id, a.address)
+        self.routes.put(principal, route)
+        return route, a
+
+    async def lookup(self, principal: str, *, fresh: bool = False) -> tuple[Route, bool]:
+        """``(route, from_cache)``. Raises :class:`NotRegistered` if the registry has none."""
+        if not fresh:
+            cached = self.routes.get(principal)
+            if cached is not None:
+                metrics.CACHE.labels("route", "hit").inc()
+                return cached, True
+        metrics.CACHE.labels("route", "miss").inc()
+        try:
+            async with _peer("registry"):
+                a = await self.registry.Lookup(
+                    registry_pb2.LookupRequest(principal=principal), timeout=self._deadline
+                )
+        except UnknownUser as exc:
+            raise _not_registered(principal, exc) from None
+        route = Route(a.shard_id, a.address)
+        self.routes.put(principal, route)
+        return route, False
+
+    async def on_shard(
+        self,
+        principal: str,
+        call: ShardCall[T],
+        *,
+        route: Route | None = None,
+        retry_unreachable: bool = True,
+    ) -> tuple[T, Route]:
+        """Run ``call`` on the principal's shard; return its reply and the route used.
+
+        The route is refreshed and the call retried once when the shard says
+        "not mine" to a cached route, or cannot be reached. ``retry_unreachable``
+        is False for calls that must not run twice (a submission without an
+        idempotency key): a shard that dropped the connection may have done
+        the work. Raises :class:`NotRegistered` when the shard does not know
+        the principal even after a refresh.
+        """
+        from_cache = False
+        if route is None:
+            route, from_cache = await self.lookup(principal)
+        try:
+            async with _peer(route.shard_id):
+                return await call(self.shard(route.address)), route
+        except (UnknownUser, WrongShard) as exc:
+            if not from_cache:
+                raise _not_registered(principal, exc) from None
+            reason = exc.code
+        except Unavailable as exc:
+            if not (retry_unreachable and unreachable(exc)):
+                raise
+            reason = "unreachable"
+        metrics.ROUTE_RETRIES.labels(reason).inc()
+        log.info("route_refresh", principal=principal, shard_id=route.shard_id, reason=reason)
+        self.routes.invalidate(principal)
+        route, _ = await self.lookup(principal, fresh=True)
+        try:
+            async with _peer(route.shard_id):
+                return await call(self.shard(route.address)), route
+        except (UnknownUser, WrongShard) as exc:
+            raise _not_registered(principal, exc) from None
+
+    async def shard_status(self, route: Route, timeout_s: float) -> shard_pb2.ShardStatus:
+        async with _peer(route.shard_id):
+            status: shard_pb2.ShardStatus = await self.shard(route.address).GetShardStatus(
+                shard_pb2.GetShardStatusRequest(), timeout=timeout_s
+            )
+        return status
+
+    # -- content ----------------------------------------------------------------
+
+    async def get_unit(self, unit_id: str) -> content_pb2.Unit:
+        async with _peer("content service"):
+            unit: content_pb2.Unit = await self.content.GetUnit(
+                content_pb2.GetUnitRequest(unit_id=unit_id), timeout=self._deadline
+            )
+        return unit
+
+    async def list_units(self, subject: str, cursor: str, limit: int) -> content_pb2.ListUnitsReply:
+        async with _peer("content service"):
+            page: content_pb2.ListUnitsReply = await self.content.ListUnits(
+                content_pb2.ListUnitsRequest(subject=subject, cursor=cursor, limit=limit),
+                timeout=self._deadline,
+            )
+        return page
+
+    async def content_stats(self, timeout_s: float) -> content_pb2.ContentStats:
+        async with _peer("content service"):
+            stats: content_pb2.ContentStats = await self.content.GetContentStats(
+                content_pb2.GetContentStatsRequest(), timeout=timeout_s
+            )
+        return stats
+
+    # -- cluster ----------------------------------------------------------------
+
+    async def list_shards(self, timeout_s: float | None = None) -> registry_pb2.ShardDirectory:
+        async with _peer("registry"):
+            d: registry_pb2.ShardDirectory = await self.registry.ListShards(
+                registry_pb2.ListShardsRequest(), timeout=timeout_s or self._deadline
+            )
+        return d
+
+    async def treasury(self) -> hub_pb2.Treasury:
+        async with _peer("hub"):
+            t: hub_pb2.Treasury = await self.hub.GetTreasury(
+                hub_pb2.GetTreasuryRequest(), timeout=self._deadline
+            )
+        return t
+
+
+def _not_registered(principal: str, exc: CanistryError) -> CanistryError:
+    if isinstance(exc, UnknownUser):
+        # Assigned but never created (a registration cut short), or never assigned.
+        return NotRegistered(f"{principal} is not registered; POST /v1/users first")
+    return exc
+
+
+@contextlib.asynccontextmanager
+async def _peer(peer: str) -> AsyncIterator[None]:
+    """``rpc_errors(peer)`` that also counts failures by peer and code."""
+    try:
+        async with rpc_errors(peer):
+            yield
+    except CanistryError as exc:
+        kind = peer if peer in ("registry", "hub", "content service") else "shard"
+        metrics.UPSTREAM_ERRORS.labels(kind, exc.code).inc()
+        raise

@@ -1,0 +1,100 @@
+"""A gateway process in front of a real cluster, and helpers to drive it over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from canistry.children import serve_argv
+from canistry.client import AsyncClient, Identity
+from canistry.up import Cluster
+from protos import introspect_pb2, introspect_pb2_grpc
+from runtime.rpc import make_channel
+from runtime.tls import Role
+
+T = TypeVar("T")
+
+
+@dataclass
+class GatewayProcess:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_file: Path
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM (drain), then SIGKILL if it does not end in time; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_gateway(cluster: Cluster, data_dir: Path, *, workers: int = 1) -> GatewayProcess:
+    """``canistry serve gateway`` against ``cluster``, on a free port; returns once it is ready."""
+    addr = {n: c.address for n, c in cluster.children.items()}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ready, log_file = data_dir / "ready", data_dir / "gateway.log"
+    ready.unlink(missing_ok=True)
+    argv = [
+        *serve_argv("gateway"), "--data-dir", str(data_dir), "--port", "0",
+        "--ready-file", str(ready), "--workers", str(workers),
+        "--tls-dir", str(cluster.layout.tls_dir("gateway")),
+        "--registry", addr["registry"], "--content", addr["content"], "--hub", addr["hub"],
+    ]  # fmt: skip
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while not (ready.exists() and ready.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"gateway did not start:\n{log_file.read_text()[-3000:]}")
+        time.sleep(0.05)
+    return GatewayProcess(proc, "http://" + ready.read_text().strip(), log_file)
+
+
+def client(url: str, identity: Identity | None = None, **kw: Any) -> AsyncClient:
+    kw.setdefault("retry_unavailable_s", 60.0)
+    return AsyncClient(url, identity or Identity.generate(), **kw)
+
+
+async def registered(url: str, name: str = "Ada") -> AsyncClient:
+    """A client whose identity is registered (retrying while no shard has room)."""
+    api = client(url)
+    await api.register(name, f"{name.lower()}-{uuid.uuid4().hex[:6]}@example.org")
+    return api
+
+
+async def rpc_counts(cluster: Cluster, service: str) -> dict[str, int]:
+    role = {"registry": Role.REGISTRY, "content": Role.CONTENT, "hub": Role.HUB}[service]
+    channel = make_channel(
+        cluster.children[service].address, cluster.tls("operator"), server_role=role
+    )
+    async with channel:
+        counts = await introspect_pb2_grpc.IntrospectStub(channel).GetRpcCounts(
+            introspect_pb2.GetRpcCountsRequest(), timeout=5
+        )
+    return dict(counts.calls)
+
+
+async def poll(fn: Callable[[], Awaitable[T | None]], *, timeout_s: float = 30, what: str) -> T:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = await fn()
+            if last:
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
