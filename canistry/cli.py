@@ -77,6 +77,43 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--content-addr", metavar="ADDR")
     _operator_flags(imp)
 
+    lt = sub.add_parser(
+        "loadtest",
+        help="drive a realistic load through a gateway and report latencies",
+        description="Register N users through the gateway (each its own Ed25519 identity), "
+        "then for S seconds let C workers act as them: list and read units (sometimes with "
+        "If-None-Match), submit quizzes (mostly right, each with an Idempotency-Key), read "
+        "/v1/me and the balance. Progress goes to stderr every 2 s; a summary per operation "
+        "(count, errors, req/s, p50/p95/p99) to stdout at the end. Only loopback gateways "
+        "(127.0.0.0/8, localhost, ::1) are loaded unless --allow-remote is given.",
+        epilog="exit status: 0 when the load ran (failed requests are reported, not fatal), "
+        "1 when it could not run, 2 for bad flags or when no gateway answers",
+    )
+    lt.add_argument("--gateway", required=True, metavar="URL", help="e.g. http://127.0.0.1:8080")
+    lt.add_argument("--users", type=_positive_int, required=True, metavar="N")
+    lt.add_argument("--duration", type=float, required=True, metavar="S", help="seconds of load")
+    lt.add_argument(
+        "--concurrency", type=_positive_int, default=16, metavar="C", help="workers (default 16)"
+    )
+    lt.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="stop after this many requests, whatever the duration (default 1,000,000)",
+    )
+    lt.add_argument("--report", type=Path, metavar="FILE", help="also write the summary as JSON")
+    lt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    lt.add_argument("--seed", type=int, help="seed the mix's random choices")
+    lt.add_argument(
+        "--request-timeout", type=float, default=10.0, metavar="S", help="per request (default 10)"
+    )
+    lt.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --gateway that is not loopback (only one you are responsible for)",
+    )
+
     add_serve_parser(sub)
     return parser
 
@@ -135,6 +172,28 @@ def _cmd_content(args: argparse.Namespace) -> int:
     return import_pack(args)
 
 
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from canistry.loadtest import ConfigError, LoadTestConfig, run_loadtest
+
+    try:
+        config = LoadTestConfig(
+            gateway=args.gateway,
+            users=args.users,
+            duration_s=args.duration,
+            concurrency=args.concurrency,
+            max_requests=args.max_requests,
+            report=args.report,
+            quiet=args.quiet,
+            allow_remote=args.allow_remote,
+            seed=args.seed,
+            request_timeout_s=args.request_timeout,
+        )
+    except ConfigError as exc:
+        print(f"canistry loadtest: {exc}", file=sys.stderr)
+        return 2
+    return run_loadtest(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "up":
@@ -143,4 +202,6 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_status(args)
     if args.command == "content":
         return _cmd_content(args)
+    if args.command == "loadtest":
+        return _cmd_loadtest(args)
     return run_serve(args)

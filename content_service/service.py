@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from content_service.config import ContentConfig
 from content_service.pack import parse_pack
@@ -20,6 +18,7 @@ from content_service.store import ContentStore, ImportSummary
 from protos import content_pb2, content_pb2_grpc
 from runtime import logs
 from runtime.errors import BadContentPack
+from runtime.lifecycle import Lifecycle
 from runtime.rpc import Server, ServiceBinding
 from runtime.store import GroupCommitter
 
@@ -36,7 +35,7 @@ log = logs.get_logger(__name__)
 SERVICE_NAME = content_pb2.DESCRIPTOR.services_by_name["Content"].full_name
 
 
-class ContentService:
+class ContentService(Lifecycle):
     """One content service. ``async with ContentService(cfg) as svc:`` serves at ``svc.address``.
 
     ``stop()`` is idempotent: it drains the server, then finishes queued
@@ -95,18 +94,6 @@ class ContentService:
             finally:
                 if self.store is not None:
                     self.store.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def import_pack_text(data_dir: Path, text: str) -> ImportSummary:

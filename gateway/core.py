@@ -16,8 +16,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from gateway import idempotency, metrics, signing, views
 from gateway.caches import CachedBody, TtlCache, body_etag
@@ -28,6 +26,7 @@ from gateway.upstream import Route, Upstream
 from protos import registry_pb2, shard_pb2
 from runtime import logs
 from runtime.errors import CanistryError, Unavailable
+from runtime.lifecycle import Lifecycle
 
 __all__ = ["Caller", "Gateway", "Reply", "wall_clock_ms"]
 
@@ -54,7 +53,7 @@ class Reply:
     body: bytes
 
 
-class Gateway:
+class Gateway(Lifecycle):
     """One worker's gateway. ``async with Gateway(config) as gw:``; ``stop()`` is idempotent."""
 
     def __init__(
@@ -99,18 +98,6 @@ class Gateway:
         if self._upstream is not None:
             await self._upstream.close()
         await self.store.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _sweep_forever(self) -> None:
         while True:

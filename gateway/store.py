@@ -16,14 +16,12 @@ from __future__ import annotations
 import asyncio
 import struct
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import lmdb
 
 from gateway import idempotency
 from gateway.errors import NonceReused
-from runtime.store import GroupCommitter, Store, StoreConfig
+from runtime.store import StoreConfig, WrittenStore
 
 __all__ = ["GatewayStore"]
 
@@ -31,58 +29,19 @@ _U64 = struct.Struct(">Q")
 _SWEEP_BATCH = 5_000
 
 
-class GatewayStore:
+class GatewayStore(WrittenStore):
     """Open with ``async with GatewayStore(path) as store:`` (or ``start()``/``stop()``)."""
 
     def __init__(self, path: Path, *, map_size: int = 1 << 32) -> None:
-        self.path = path
-        self._map_size = map_size
-        self._store: Store | None = None
-        self._committer: GroupCommitter | None = None
-
-    async def start(self) -> None:
-        self._store = Store(
+        super().__init__(
             StoreConfig(
-                path=self.path,
+                path=path,
                 databases=("nonces", "nonce_expiry", "replies", "reply_expiry"),
-                map_size=self._map_size,
+                map_size=map_size,
                 durable=False,
             )
         )
-        self._committer = GroupCommitter(self._store)
-        await self._committer.start()
-
-    async def stop(self) -> None:
-        if self._committer is not None:
-            await self._committer.stop()
-            self._committer = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            raise RuntimeError("gateway store not started")
-        return self._store
-
-    @property
-    def committer(self) -> GroupCommitter:
-        if self._committer is None:
-            raise RuntimeError("gateway store not started")
-        return self._committer
+        self.path = path
 
     # -- nonces -----------------------------------------------------------------
 

@@ -10,8 +10,6 @@ running (they outlive the hub and are re-adopted by the next one); use
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
-from typing import Self
 
 import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -28,6 +26,7 @@ from hub.store import HubStore
 from hub.supervisor import Supervisor
 from protos import hub_pb2, hub_pb2_grpc
 from runtime import logs, rpc
+from runtime.lifecycle import Lifecycle
 from runtime.tls import ClusterCA
 
 __all__ = ["HubService"]
@@ -37,7 +36,7 @@ log = logs.get_logger(__name__)
 SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name
 
 
-class HubService:
+class HubService(Lifecycle):
     """``async with HubService(settings) as svc:`` serves at ``svc.address``.
 
     ``spawner`` overrides the backend named in the stored config (tests pass
@@ -191,18 +190,6 @@ class HubService:
             await self.registry.close()
         await self.store.stop()
         log.info("hub_stopped")
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _policy_fields(policy: hub_pb2.HubConfig) -> dict[str, object]:

@@ -25,8 +25,7 @@ import lmdb
 from hub import config as hub_config
 from hub import treasury
 from protos import hub_pb2
-from runtime.errors import Unavailable
-from runtime.store import GroupCommitter, Store, StoreConfig, get_msg, put_msg
+from runtime.store import StoreConfig, WrittenStore, get_msg, put_msg
 
 __all__ = ["HubStore", "shard_id_for", "stored_config"]
 
@@ -48,38 +47,11 @@ def shard_id_for(number: int) -> str:
     return f"shard-{number:04d}"
 
 
-class HubStore:
-    """Owns the hub's :class:`Store` and its single writer."""
+class HubStore(WrittenStore):
+    """The hub's LMDB: grants, shard records, treasury totals and the init config."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
-        self._config = StoreConfig(path=data_dir, databases=DATABASES, durable=durable)
-        self._store: Store | None = None
-        self._committer: GroupCommitter | None = None
-
-    async def start(self) -> None:
-        self._store = Store(self._config)
-        self._committer = GroupCommitter(self._store)
-        await self._committer.start()
-
-    async def stop(self) -> None:
-        if self._committer is not None:
-            await self._committer.stop()
-            self._committer = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            raise Unavailable("hub store is closed")
-        return self._store
-
-    @property
-    def committer(self) -> GroupCommitter:
-        if self._committer is None:
-            raise Unavailable("hub store is closed")
-        return self._committer
+        super().__init__(StoreConfig(path=data_dir, databases=DATABASES, durable=durable))
 
     # -- init config ---------------------------------------------------------
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 import grpc
 
 from protos import registry_pb2, registry_pb2_grpc
@@ -14,13 +11,14 @@ from registry.poker import HubPoker
 from registry.servicer import ACCESS, RegistryServicer
 from registry.store import RegistryStore
 from runtime import rpc
+from runtime.lifecycle import Lifecycle
 
 __all__ = ["RegistryService"]
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 
 
-class RegistryService:
+class RegistryService(Lifecycle):
     """``async with RegistryService(cfg) as svc:`` serves at ``svc.address``.
 
     ``stop()`` is idempotent: it drains the server, then stops the poker,
@@ -65,15 +63,3 @@ class RegistryService:
         await self._server.stop()
         await self.poker.stop()
         await self.store.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

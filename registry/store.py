@@ -16,7 +16,7 @@ import lmdb
 from protos import registry_pb2
 from registry import assignment
 from runtime.errors import Unavailable
-from runtime.store import GroupCommitter, Store, StoreConfig, get_msg, put_msg
+from runtime.store import Store, StoreConfig, WrittenStore, get_msg, put_msg
 
 __all__ = ["AssignResult", "RegistryStore"]
 
@@ -31,40 +31,13 @@ class AssignResult:
     became_full: bool = False
 
 
-class RegistryStore:
-    """Owns the registry's :class:`Store` and its single writer."""
+class RegistryStore(WrittenStore):
+    """The registry's LMDB: principals and the shard directory."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
-        self._config = StoreConfig(
-            path=data_dir, databases=("principals", "shards"), durable=durable
+        super().__init__(
+            StoreConfig(path=data_dir, databases=("principals", "shards"), durable=durable)
         )
-        self._store: Store | None = None
-        self._committer: GroupCommitter | None = None
-
-    async def start(self) -> None:
-        self._store = Store(self._config)
-        self._committer = GroupCommitter(self._store)
-        await self._committer.start()
-
-    async def stop(self) -> None:
-        if self._committer is not None:
-            await self._committer.stop()
-            self._committer = None
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            raise Unavailable("registry store is closed")
-        return self._store
-
-    @property
-    def committer(self) -> GroupCommitter:
-        if self._committer is None:
-            raise Unavailable("registry store is closed")
-        return self._committer
 
     # -- reads ---------------------------------------------------------------
 

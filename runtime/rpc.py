@@ -22,8 +22,7 @@ import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -39,6 +38,7 @@ from runtime.errors import (
     Unavailable,
     from_rpc_error,
 )
+from runtime.lifecycle import Lifecycle
 from runtime.tls import Role, TLSConfig, server_host
 
 __all__ = [
@@ -181,7 +181,7 @@ class _Introspect(introspect_pb2_grpc.IntrospectServicer):
         return introspect_pb2.RpcCounts(service=self._service, calls=dict(self._counts))
 
 
-class Server:
+class Server(Lifecycle):
     """A gRPC server with health, reflection and the Canistry edge.
 
     ``start()`` binds and reports SERVING; :attr:`address` is valid after it.
@@ -259,18 +259,6 @@ class Server:
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 _BUILTIN_SERVICES = (

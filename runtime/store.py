@@ -25,8 +25,17 @@ from google.protobuf.message import Message
 
 from runtime import logs
 from runtime.errors import CanistryError, Unavailable
+from runtime.lifecycle import Lifecycle
 
-__all__ = ["GroupCommitter", "Migration", "Store", "StoreConfig", "get_msg", "put_msg"]
+__all__ = [
+    "GroupCommitter",
+    "Migration",
+    "Store",
+    "StoreConfig",
+    "WrittenStore",
+    "get_msg",
+    "put_msg",
+]
 
 log = logs.get_logger(__name__)
 
@@ -239,3 +248,53 @@ class GroupCommitter:
                 else:
                     child.commit()
                     job.outcome = (True, value)
+
+
+class WrittenStore(Lifecycle):
+    """A :class:`Store` and its one :class:`GroupCommitter`, opened and closed together.
+
+    Service stores subclass this and add their reads and write functions.
+    ``start()`` opens the store, runs :meth:`prepare` while nothing else can
+    write, then starts the writer; ``stop()`` finishes queued writes, then
+    closes (idempotent).
+    """
+
+    def __init__(self, config: StoreConfig, *, group_commit: bool = True) -> None:
+        self.config = config
+        self.group_commit = group_commit
+        self._store: Store | None = None
+        self._committer: GroupCommitter | None = None
+
+    def prepare(self, store: Store) -> None:
+        """First-start setup in the store, before the writer runs. Nothing by default."""
+
+    async def start(self) -> None:
+        store = Store(self.config)
+        try:
+            self.prepare(store)
+        except BaseException:
+            store.close()
+            raise
+        self._store = store
+        self._committer = GroupCommitter(store, group=self.group_commit)
+        await self._committer.start()
+
+    async def stop(self) -> None:
+        if self._committer is not None:
+            await self._committer.stop()
+            self._committer = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise Unavailable(f"store {self.config.path} is closed")
+        return self._store
+
+    @property
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            raise Unavailable(f"store {self.config.path} is closed")
+        return self._committer

@@ -12,14 +12,13 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import grpc
 
 from protos import content_pb2, content_pb2_grpc, hub_pb2, hub_pb2_grpc, shard_pb2
 from runtime import logs
 from runtime.errors import CanistryError, DeadlineExceeded, Unavailable, UnknownUser
+from runtime.lifecycle import Lifecycle
 from runtime.rpc import Server, make_channel, rpc_errors
 from runtime.tls import Role
 from user_shard import ledger as bank
@@ -69,7 +68,7 @@ class ShardCounters:
     """Allowance requests sent since start, retries included."""
 
 
-class ShardService:
+class ShardService(Lifecycle):
     """One user shard. Use as ``async with ShardService(cfg) as svc:``.
 
     ``clock`` returns wall time in ms; tests pass a fake one to cross a UTC day.
@@ -157,18 +156,6 @@ class ShardService:
             if channel is not None:
                 await channel.close()
         log.info("shard_stopped", shard_id=self.config.shard_id)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     @property
     def counters(self) -> ShardCounters:

@@ -25,7 +25,7 @@ import lmdb
 
 from protos import shard_pb2
 from runtime.errors import UnknownUser
-from runtime.store import GroupCommitter, Store, StoreConfig, get_msg, put_msg
+from runtime.store import Store, StoreConfig, WrittenStore, get_msg, put_msg
 from user_shard import ledger as bank
 from user_shard.limits import DailyLimits, utc_day
 from user_shard.submission import Verdict, record_submission, replay
@@ -51,47 +51,24 @@ class SubmitOutcome:
     """The ledger right after this write."""
 
 
-class ShardStore:
+class ShardStore(WrittenStore):
     """The shard's state. ``start()`` opens it and starts the writer; ``stop()`` closes both."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True, group_commit: bool = True) -> None:
-        self._config = StoreConfig(
-            path=data_dir,
-            databases=("users", "idem", "pending"),
-            schema_version=SCHEMA_VERSION,
-            durable=durable,
+        super().__init__(
+            StoreConfig(
+                path=data_dir,
+                databases=("users", "idem", "pending"),
+                schema_version=SCHEMA_VERSION,
+                durable=durable,
+            ),
+            group_commit=group_commit,
         )
-        self._group_commit = group_commit
-        self._store: Store | None = None
-        self._committer: GroupCommitter | None = None
 
-    @property
-    def committer(self) -> GroupCommitter:
-        if self._committer is None:
-            raise RuntimeError("store not started")
-        return self._committer
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            raise RuntimeError("store not started")
-        return self._store
-
-    async def start(self) -> None:
-        self._store = Store(self._config)
-        with self._store.write() as txn:  # before the committer starts: we are the only writer
-            if get_msg(txn, self._store.db("meta"), _LEDGER_KEY, shard_pb2.Ledger) is None:
-                put_msg(txn, self._store.db("meta"), _LEDGER_KEY, bank.new_ledger())
-        self._committer = GroupCommitter(self._store, group=self._group_commit)
-        await self._committer.start()
-
-    async def stop(self) -> None:
-        """Finish queued writes, then close. Idempotent."""
-        if self._committer is not None:
-            await self._committer.stop()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+    def prepare(self, store: Store) -> None:
+        with store.write() as txn:
+            if get_msg(txn, store.db("meta"), _LEDGER_KEY, shard_pb2.Ledger) is None:
+                put_msg(txn, store.db("meta"), _LEDGER_KEY, bank.new_ledger())
 
     # -- reads ---------------------------------------------------------------
 

@@ -1,0 +1,115 @@
+"""The load run's settings, validated on construction, and the loopback rule. Pure.
+
+Only loopback gateways are loaded unless the caller says otherwise: a load
+test aimed at someone else's host by a typo is an attack, not a test. The
+host is judged as written, never resolved (a name that resolves to loopback
+today may not tomorrow), so only ``localhost`` and loopback addresses pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = ["LOOPBACK_HELP", "ConfigError", "LoadTestConfig", "is_loopback_host"]
+
+LOOPBACK_HELP = "127.0.0.0/8, localhost, ::1"
+
+
+class ConfigError(ValueError):
+    """Settings that cannot make a load run; the message names the flag."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1 (also IPv4-mapped)."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+@dataclass(frozen=True)
+class LoadTestConfig:
+    """One load run. Raises :class:`ConfigError` on construction when a value cannot work."""
+
+    gateway: str
+    """The gateway's root URL (http or https, no path); normalised without a trailing slash."""
+    users: int
+    """Users to register, each with its own Ed25519 identity."""
+    duration_s: float
+    """How long the load runs after registration."""
+    concurrency: int = 16
+    """Workers; each acts as one idle user at a time, so at most ``users`` of them run."""
+    max_requests: int = 1_000_000
+    """A bound on all requests of the run, registration included, whatever the duration."""
+    report: Path | None = None
+    """Where to write the summary as JSON."""
+    quiet: bool = False
+    """No progress lines on stderr."""
+    allow_remote: bool = False
+    """Load a gateway that is not on loopback."""
+    seed: int | None = None
+    """Seeds the mix's random choices, for runs that repeat the same decisions."""
+    request_timeout_s: float = 10.0
+    """Per request; a request in flight at the end can outlast the duration by this much."""
+    progress_interval_s: float = 2.0
+    setup_timeout_s: float = 60.0
+    """How long registration and the catalogue may wait out 503s (new shards starting)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gateway", self._checked_gateway())
+        for name, value in (
+            ("--users", self.users),
+            ("--concurrency", self.concurrency),
+            ("--max-requests", self.max_requests),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        for name, seconds in (
+            ("--duration", self.duration_s),
+            ("--request-timeout", self.request_timeout_s),
+            ("progress interval", self.progress_interval_s),
+            ("setup timeout", self.setup_timeout_s),
+        ):
+            # `not x > 0` also refuses NaN.
+            if not seconds > 0 or seconds == float("inf"):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {seconds}")
+        if self.report is not None and not self.report.parent.is_dir():
+            raise ConfigError(f"--report: no directory {self.report.parent} to write it in")
+
+    def _checked_gateway(self) -> str:
+        url = self.gateway.strip()
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError for a bad port)
+        except ValueError as exc:
+            raise ConfigError(f"--gateway {url!r} is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"--gateway {url!r}: give the gateway's http(s) URL, e.g. http://127.0.0.1:8080"
+            )
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError(
+                f"--gateway {url!r}: give the gateway's root URL, without a path or query"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ConfigError(f"--gateway {url!r}: no credentials in the URL")
+        if not self.allow_remote and not is_loopback_host(parts.hostname):
+            raise ConfigError(
+                f"--gateway host {parts.hostname} is not loopback ({LOOPBACK_HELP}); "
+                "only loopback gateways are loaded unless --allow-remote is given"
+            )
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def workers(self) -> int:
+        """Workers that can act at once: a user makes one request at a time."""
+        return min(self.concurrency, self.users)

@@ -1,0 +1,140 @@
+"""The run's summary: one JSON-ready dict, and the same figures as a readable table. Pure.
+
+Counts cover every request of the run, registration included. Rates and
+latency percentiles are per phase: registration on its own row, and the
+load (everything after registration) per operation and in total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from canistry.loadtest._config import LoadTestConfig
+from canistry.loadtest._stats import OPS, OpStats, Tally
+
+__all__ = ["build_report", "render_summary"]
+
+
+def build_report(
+    *,
+    config: LoadTestConfig,
+    tally: Tally,
+    users_registered: int,
+    workers: int,
+    units: int,
+    registration_s: float,
+    load_s: float,
+    stopped_by: str | None,
+) -> dict[str, Any]:
+    """Everything the run measured, as plain JSON types."""
+    operations: dict[str, dict[str, float | int]] = {}
+    load = OpStats()
+    for op in (*OPS, *sorted(set(tally.ops) - set(OPS))):
+        stats = tally.ops.get(op)
+        if stats is None:
+            continue
+        operations[op] = stats.figures(registration_s if op == "register" else load_s)
+        if op != "register":
+            load.count += stats.count
+            load.errors += stats.errors
+            load.limited += stats.limited
+            load.latencies_ms.extend(stats.latencies_ms)
+    return {
+        "gateway": config.gateway,
+        "config": {
+            "users": config.users,
+            "duration_s": config.duration_s,
+            "concurrency": config.concurrency,
+            "max_requests": config.max_requests,
+            "seed": config.seed,
+        },
+        "workers": workers,
+        "users_registered": users_registered,
+        "units": units,
+        "registration_s": round(registration_s, 3),
+        "load_s": round(load_s, 3),
+        "stopped_by": stopped_by,
+        "operations": operations,
+        "load": load.figures(load_s),
+        "totals": {
+            "requests": tally.requests,
+            "errors": tally.errors,
+            "limited": tally.limited,
+            "status_5xx": tally.status_count(500, 599),
+            "status_503": tally.status_count(503, 503),
+            "status_429": tally.status_count(429, 429),
+            "no_response": tally.statuses.get("none", 0),
+            "unreadable": tally.statuses.get("unreadable", 0),
+            "backoffs": tally.backoffs,
+            "backoff_s": round(tally.backoff_s, 2),
+        },
+        "submissions": asdict(tally.submissions),
+        "tokens_earned": tally.tokens_earned,
+        "statuses": dict(sorted(tally.statuses.items())),
+        "problems": dict(tally.problems.most_common()),
+    }
+
+
+_HEAD = ("operation", "count", "errors", "429", "req/s", "p50 ms", "p95 ms", "p99 ms")
+_WIDTHS = (34, 9, 7, 6, 9, 9, 9, 9)
+
+
+def _row(cells: tuple[str, ...]) -> str:
+    first, *rest = cells
+    return f"{first:<{_WIDTHS[0]}}" + "".join(
+        f"{c:>{w}}" for c, w in zip(rest, _WIDTHS[1:], strict=True)
+    )
+
+
+def _figures_row(label: str, f: dict[str, Any]) -> str:
+    return _row((
+        label, f"{f['count']:,}", f"{f['errors']:,}", f"{f['limited']:,}",
+        f"{f['per_second']:,.1f}", f"{f['p50_ms']:.1f}", f"{f['p95_ms']:.1f}",
+        f"{f['p99_ms']:.1f}",
+    ))  # fmt: skip
+
+
+def render_summary(report: dict[str, Any], out: TextIO) -> None:
+    """The report as a table per operation, then the totals, for a person to read."""
+    rule = "-" * sum(_WIDTHS)
+    ops: dict[str, dict[str, Any]] = report["operations"]
+    totals, subs = report["totals"], report["submissions"]
+    print(
+        f"load test of {report['gateway']}: {report['users_registered']} users registered "
+        f"in {report['registration_s']:.2f} s, then {report['workers']} workers for "
+        f"{report['load_s']:.2f} s (stopped by {report['stopped_by'] or 'nothing'})",
+        file=out,
+    )
+    print(_row(_HEAD), file=out)
+    print(rule, file=out)
+    if "register" in ops:
+        print(_figures_row(OPS["register"], ops["register"]), file=out)
+        print(rule, file=out)
+    for op, figures in ops.items():
+        if op != "register":
+            print(_figures_row(OPS.get(op, op), figures), file=out)
+    print(rule, file=out)
+    print(_figures_row("load, all operations", report["load"]), file=out)
+    print(file=out)
+    print(
+        f"requests {totals['requests']:,}   errors {totals['errors']:,}   "
+        f"5xx {totals['status_5xx']:,}   503 {totals['status_503']:,} "
+        f"(backed off {totals['backoffs']:,} times, {totals['backoff_s']:.1f} s)   "
+        f"429 {totals['status_429']:,}   no response {totals['no_response']:,}   "
+        f"unreadable {totals['unreadable']:,}",
+        file=out,
+    )
+    print(
+        f"submissions {subs['answered']:,} answered: {subs['passed']:,} passed, "
+        f"{subs['failed']:,} failed, {subs['rewarded']:,} rewarded; "
+        f"{subs['wrong_on_purpose']:,} wrong on purpose, {subs['guessed']:,} guessed; "
+        f"{subs['limited']:,} refused by the daily limit; {subs['replays']:,} replayed "
+        f"({subs['replays_differing']:,} answered differently)",
+        file=out,
+    )
+    print(f"tokens earned {report['tokens_earned']:,}", file=out)
+    if report["problems"]:
+        print("not ok, by status and problem type:", file=out)
+        for kind, n in report["problems"].items():
+            print(f"  {n:>9,}  {kind}", file=out)
