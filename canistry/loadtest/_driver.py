@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TextIO, TypeVar
@@ -52,6 +53,8 @@ class RunControl:
         self.max_requests = max_requests
         self.issued = 0
         self.stopped_by: str | None = None
+        self.deadline = math.inf
+        """Monotonic time at which the run ends ("duration"); set when the load starts."""
 
     def end(self, reason: str) -> None:
         """End the run; the first reason given is the one reported."""
@@ -62,6 +65,11 @@ class RunControl:
     def take(self) -> None:
         """Spend one request of the budget; raises :class:`Stopped` when the run is over."""
         if self.stop.is_set():
+            raise Stopped
+        # Checked here too, not only by a timer task: a worker whose requests
+        # never suspend (an in-process transport) must still see the end.
+        if time.monotonic() >= self.deadline:
+            self.end("duration")
             raise Stopped
         if self.issued >= self.max_requests:
             self.end("max-requests")

@@ -23,84 +23,30 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TextIO
 
-import httpx
-
-from canistry.client import ApiError, AsyncClient, Identity
+from canistry.client import AsyncClient, Identity
 from canistry.loadtest._answers import AnswerBook
 from canistry.loadtest._config import LoadTestConfig
 from canistry.loadtest._driver import Driver, Failed, RunControl, Stopped
 from canistry.loadtest._mix import Mix, SimUser
 from canistry.loadtest._report import build_report, render_summary
+from canistry.loadtest._setup import (
+    SetupFailed,
+    TransportFactory,
+    Unreachable,
+    loopback_transport,
+    probe,
+    read_catalogue,
+)
 from canistry.loadtest._stats import Tally
 
-__all__ = ["SetupFailed", "Unreachable", "run_load", "run_loadtest"]
-
-TransportFactory = Callable[[], httpx.AsyncBaseTransport]
+__all__ = ["run_load", "run_loadtest"]
 
 #: A worker whose request got no response at all waits this long before its next one,
 #: so that a gateway that went away is not hammered with connection attempts.
 NO_RESPONSE_PAUSE_S = 0.2
-PROBE_TIMEOUT_S = 5.0
-MAX_CATALOGUE_PAGES = 100
-
-
-class Unreachable(Exception):
-    """No Canistry gateway answers at the URL."""
-
-
-class SetupFailed(Exception):
-    """The gateway answers, but the run cannot start (its unit list cannot be read)."""
-
-
-def loopback_transport() -> httpx.AsyncBaseTransport:
-    # An explicit transport also makes httpx ignore proxy settings from the
-    # environment: the load goes to --gateway and nowhere else.
-    return httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=4, max_keepalive_connections=4)
-    )
-
-
-async def probe(config: LoadTestConfig, transport: TransportFactory) -> None:
-    """Raises :class:`Unreachable` unless ``/healthz`` answers as a Canistry gateway does."""
-    timeout = min(PROBE_TIMEOUT_S, config.request_timeout_s)
-    async with httpx.AsyncClient(
-        base_url=config.gateway, timeout=timeout, transport=transport()
-    ) as http:
-        try:
-            response = await http.get("/healthz")
-        except httpx.HTTPError as exc:
-            reason = str(exc) or type(exc).__name__
-            raise Unreachable(f"no gateway answers at {config.gateway} ({reason})") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "ok":
-        raise Unreachable(
-            f"no Canistry gateway answers at {config.gateway}: GET /healthz gave "
-            f"{response.status_code} {response.text[:80]!r}"
-        )
-
-
-async def read_catalogue(api: AsyncClient) -> tuple[list[str], list[str]]:
-    """Every unit id and subject the gateway lists; raises :class:`SetupFailed`."""
-    ids: list[str] = []
-    subjects: set[str] = set()
-    cursor: str | None = None
-    try:
-        for _ in range(MAX_CATALOGUE_PAGES):
-            page = await api.units(cursor=cursor, limit=100)
-            ids.extend(u.id for u in page.units)
-            subjects.update(u.subject for u in page.units)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-    except (ApiError, httpx.HTTPError, KeyError, ValueError) as exc:
-        raise SetupFailed(f"cannot read the unit list: {exc}") from exc
-    return ids, sorted(subjects)
 
 
 class _Run:
@@ -183,6 +129,9 @@ class _Run:
         async def worker(api: AsyncClient) -> None:
             # There are at least as many users as workers, so one is always idle here.
             while not self.control.stop.is_set():
+                # Let the timer, the progress lines and the other workers in even
+                # when requests complete without suspending.
+                await asyncio.sleep(0)
                 user = idle.popleft()
                 try:
                     await mix.step(api, user)
@@ -198,10 +147,12 @@ class _Run:
                         await self.control.pause(pause)
 
         async def timer() -> None:
+            # Wakes workers waiting out a Retry-After; take() sees the deadline too.
             with contextlib.suppress(Stopped):
                 await self.control.pause(self.config.duration_s)
                 self.control.end("duration")
 
+        self.control.deadline = time.monotonic() + self.config.duration_s
         workers = [worker(c) for c in clients[: len(users)]]
         return await self.phase("load", [timer(), *workers])
 
