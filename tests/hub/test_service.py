@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,6 @@ from runtime.rpc import ServerConfig
 from tests.hub._support import eventually, hub_settings, shards_up
 
 REGISTERED = hub_pb2.SPAWN_STEP_REGISTERED
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[RegistryService]:
-    cfg = RegistryConfig(data_dir=tmp_path / "registry", soft_limit=2, hard_limit=3, durable=False)
-    async with RegistryService(cfg) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def spawner() -> AsyncIterator[FakeSpawner]:
-    fake = FakeSpawner()
-    yield fake
-    await fake.close()
 
 
 async def shard_ids(registry: RegistryService) -> list[str]:

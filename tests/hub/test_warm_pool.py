@@ -1,34 +1,16 @@
 """The warm pool with the FakeSpawner: fill, promote at the soft limit, refill, supervise."""
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from hub.fake_spawner import FakeSpawner
 from hub.service import HubService
 from hub.store import HubStore, stored_config
 from protos import hub_pb2
-from registry.config import RegistryConfig
 from registry.service import RegistryService
 from tests.hub._support import eventually, hub_settings, shards_up
 
 REGISTERED = hub_pb2.SPAWN_STEP_REGISTERED
 WARM = hub_pb2.SPAWN_STEP_WARM
-
-
-@pytest.fixture
-async def registry(tmp_path: Path) -> AsyncIterator[RegistryService]:
-    cfg = RegistryConfig(data_dir=tmp_path / "registry", soft_limit=2, hard_limit=3, durable=False)
-    async with RegistryService(cfg) as svc:
-        yield svc
-
-
-@pytest.fixture
-async def spawner() -> AsyncIterator[FakeSpawner]:
-    fake = FakeSpawner()
-    yield fake
-    await fake.close()
 
 
 def steps(hub: HubService) -> dict[str, int]:

@@ -15,6 +15,7 @@ import pytest
 
 from canistry.layout import CERTIFIED, ClusterLayout
 from runtime.tls import ClusterCA, Identity, Role
+from tests.integration.upcli import start_up, stop_up
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,39 +32,12 @@ def _canistry(
     )
 
 
-def _start_up(data_dir: Path) -> tuple[subprocess.Popen[str], list[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "canistry", "up", "--data-dir", str(data_dir),
-         "--scale-interval", "1", "--port", "0", "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    deadline = time.monotonic() + 90
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if "cluster is up" in line:
-            return proc, lines
-    proc.kill()
-    raise AssertionError("canistry up did not come up:\n" + "\n".join(lines))
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
-    return out
 
 
 def test_status_without_a_cluster_fails_clearly(tmp_path: Path) -> None:
@@ -80,7 +54,7 @@ def test_status_without_a_cluster_fails_clearly(tmp_path: Path) -> None:
 
 def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    proc, lines = _start_up(data_dir)
+    proc, lines = start_up(data_dir, "--scale-interval", "1")
     try:
         text = "\n".join(lines)
         for name in ("content", "registry", "hub", "shard-0001", "gateway"):
@@ -106,12 +80,12 @@ def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
         shard_cert = layout.shards_dir / "shard-0001" / "tls" / "cert.pem"
         assert shard_cert.is_file(), "the hub issued the shard its certificate"
     finally:
-        out = _stop(proc)
+        out = stop_up(proc)
     assert "stopped" in out
     for pid in (shard_pid, *core_pids):
         assert not _alive(pid), f"process {pid} outlived Ctrl-C"
 
-    proc, lines = _start_up(data_dir)
+    proc, lines = start_up(data_dir, "--scale-interval", "1")
     try:
         status = _canistry("status", "--data-dir", str(data_dir))
         assert status.returncode == 0, status.stderr
@@ -119,12 +93,12 @@ def test_up_status_ctrl_c_and_resume(tmp_path: Path) -> None:
         again = {n: (layout.tls_dir(n) / "cert.pem").read_bytes() for n in CERTIFIED}
         assert again == certs, "a second run reuses the cluster's certificates"
     finally:
-        _stop(proc)
+        stop_up(proc)
 
 
 def test_up_restarts_a_core_service_that_dies(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    proc, _ = _start_up(data_dir)
+    proc, _ = start_up(data_dir, "--scale-interval", "1")
     try:
         layout = ClusterLayout(data_dir)
         pid = int((layout.service_dir("registry") / "service.pid").read_text())
@@ -139,4 +113,4 @@ def test_up_restarts_a_core_service_that_dies(tmp_path: Path) -> None:
         else:
             raise AssertionError("the registry was not restarted")
     finally:
-        _stop(proc)
+        stop_up(proc)

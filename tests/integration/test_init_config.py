@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,46 +11,9 @@ from canistry.layout import ClusterLayout
 from protos import hub_pb2, hub_pb2_grpc, registry_pb2, registry_pb2_grpc
 from runtime.rpc import make_channel
 from runtime.tls import Role, TLSConfig
+from tests.integration.upcli import start_up, stop_up
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def start_up(data_dir: Path, *flags: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """Run `canistry up` until it says the cluster is up; return it and what it printed."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "canistry",
-            "up",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            "0",
-            *flags,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if "cluster is up" in line:
-            return proc, lines
-    proc.kill()
-    raise AssertionError("canistry up did not come up:\n" + "\n".join(lines))
-
-
-def stop_up(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
 
 
 async def read_config(data_dir: Path) -> tuple[hub_pb2.HubConfig, registry_pb2.ShardDirectory]:
