@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,15 +83,3 @@ async def rpc_counts(cluster: Cluster, service: str) -> dict[str, int]:
             introspect_pb2.GetRpcCountsRequest(), timeout=5
         )
     return dict(counts.calls)
-
-
-async def poll(fn: Callable[[], Awaitable[T | None]], *, timeout_s: float = 30, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = await fn()
-            if last:
-                return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

@@ -8,9 +8,10 @@ import pytest
 
 from canistry.client import ApiError
 from canistry.up import Cluster
-from tests.gateway.support import client, poll, registered, rpc_counts
+from tests.gateway.support import client, registered, rpc_counts
 from tests.gateway.test_auth import assert_problem
 from tests.integration.direct import SAMPLE
+from tests.polling import eventually
 
 LOOKUP = "/canistry.registry.v1.Registry/Lookup"
 GET_UNIT = "/canistry.content.v1.Content/GetUnit"
@@ -81,8 +82,15 @@ async def test_content_down_submit_is_503_and_changes_nothing(
     finally:
         content.start()
         content.wait_ready(30)
-    await poll(api.ready, what="readiness after content restarts")
-    result = await poll(lambda: api.submit("math-003", RIGHT["math-003"]), what="a submission")
+    await eventually(
+        api.ready, timeout_s=30, what="readiness after content restarts", ignore=(Exception,)
+    )
+    result = await eventually(
+        lambda: api.submit("math-003", RIGHT["math-003"]),
+        timeout_s=30,
+        what="a submission",
+        ignore=(Exception,),
+    )
     assert result.first_completion
     await api.aclose()
 
@@ -153,7 +161,12 @@ async def test_the_edge_answers_problems_and_carries_request_ids(
     assert doc["request_id"] == trace == r.headers["x-request-id"]
     # The id went gateway -> shard -> content service, which logged the refusal.
     log = gw_cluster.layout.log_file("content")
-    await poll(lambda: _contains(log, trace), timeout_s=5, what="the request id in the content log")
+    await eventually(
+        lambda: _contains(log, trace),
+        timeout_s=5,
+        what="the request id in the content log",
+        ignore=(Exception,),
+    )
 
     metrics = (await http.get("/metrics")).text
     assert (

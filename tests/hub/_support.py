@@ -1,24 +1,8 @@
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from hub.config import HubSettings
-
-
-async def eventually(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        value = check()
-        if isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"not met in {timeout_s}s: {what or check}")
-        await asyncio.sleep(0.02)
+from tests.polling import eventually
 
 
 def hub_settings(tmp_path: Path, registry_address: str, **kw: Any) -> HubSettings:

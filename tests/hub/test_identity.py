@@ -17,7 +17,8 @@ from runtime.authz import NotAuthorized
 from runtime.errors import PermissionDenied
 from runtime.rpc import ServerConfig
 from runtime.tls import ClusterCA, Identity, Role, TLSConfig
-from tests.hub._support import eventually, hub_settings, shards_up
+from tests.hub._support import hub_settings, shards_up
+from tests.polling import eventually
 
 SHARD_1 = Identity(Role.SHARD, "shard-0001")
 

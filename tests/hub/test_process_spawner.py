@@ -24,7 +24,8 @@ from registry.service import RegistryService
 from runtime import rpc
 from runtime.net import free_port
 from runtime.rpc import ServerConfig
-from tests.hub._support import eventually, hub_settings, shards_up
+from tests.hub._support import hub_settings, shards_up
+from tests.polling import eventually
 
 STAND_IN = """
 import asyncio, sys
@@ -95,7 +96,9 @@ async def test_shards_are_restarted_outlive_the_hub_are_adopted_and_stopped(
             assert os.getsid(first.pid) != os.getsid(0), "a shard runs in its own session"
             os.kill(first.pid, signal.SIGKILL)
             second = await eventually(
-                lambda: record_of(hub).restarts == 1 and record_of(hub), 20, "restart"
+                lambda: record_of(hub).restarts == 1 and record_of(hub),
+                timeout_s=20,
+                what="restart",
             )
             assert second.pid != first.pid and second.port == first.port
             await rpc.wait_healthy(second.address, timeout_s=20)

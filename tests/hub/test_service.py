@@ -15,7 +15,8 @@ from runtime import rpc
 from runtime.errors import Conflict, PermissionDenied
 from runtime.net import free_port
 from runtime.rpc import ServerConfig
-from tests.hub._support import eventually, hub_settings, shards_up
+from tests.hub._support import hub_settings, shards_up
+from tests.polling import eventually
 
 REGISTERED = hub_pb2.SPAWN_STEP_REGISTERED
 

@@ -8,7 +8,6 @@ service's own figures, used by the accounting checks.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -33,6 +32,7 @@ from protos import (
 )
 from runtime.rpc import make_channel, rpc_errors
 from runtime.tls import Role
+from tests.polling import eventually as poll
 
 SAMPLE = json.loads(load_sample_pack())["units"]
 
@@ -50,19 +50,6 @@ def wrong_answers(unit: dict[str, Any]) -> dict[str, str]:
 
 def new_principal() -> str:
     return f"test-{uuid.uuid4().hex[:20]}"
-
-
-async def poll(predicate: Any, *, timeout_s: float = 20.0, what: str = "condition") -> Any:
-    """Await ``predicate()`` until it returns something truthy, or fail after ``timeout_s``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    last: Any = None
-    while loop.time() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 
 @dataclass

@@ -1,5 +1,5 @@
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -11,18 +11,10 @@ from registry.service import RegistryService
 from runtime import rpc
 from runtime.errors import InvalidArgument, NoCapacity, UnknownUser
 from runtime.net import free_port
+from tests.polling import eventually
 
 FULL = registry_pb2.SHARD_STATE_FULL
 ACTIVE = registry_pb2.SHARD_STATE_ACTIVE
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 class FakeHub(hub_pb2_grpc.HubServicer):

@@ -4,7 +4,8 @@ import asyncio
 from pathlib import Path
 
 from protos import shard_pb2
-from tests.user_shard.conftest import Client, assert_books_balance, eventually, shard_config
+from tests.polling import eventually
+from tests.user_shard.conftest import Client, assert_books_balance, shard_config
 from tests.user_shard.fakes import REWARD, RIGHT, FakeContent, FakeHub
 from user_shard import ShardService
 

@@ -16,7 +16,8 @@ from runtime.errors import (
     UnknownUnit,
     UnknownUser,
 )
-from tests.user_shard.conftest import Client, assert_books_balance, eventually, shard_config
+from tests.polling import eventually
+from tests.user_shard.conftest import Client, assert_books_balance, shard_config
 from tests.user_shard.fakes import REWARD, RIGHT, WRONG, FakeContent, FakeHub
 from user_shard import ShardService
 
