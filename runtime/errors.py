@@ -20,6 +20,8 @@ same class with :func:`from_rpc_error`, so a caller one hop away can catch
     │   └── NoCapacity           every shard is full
     ├── PermissionDenied         PERMISSION_DENIED
     ├── Unavailable              UNAVAILABLE          a dependency is down
+    │   ├── PeerUnreachable       the peer could not be reached at all
+    │   └── StoreFull            a store's map is full: writes wait, reads work
     └── DeadlineExceeded         DEADLINE_EXCEEDED
 
 Anything else is a bug: the edge logs it whole and answers ``INTERNAL`` with
@@ -44,7 +46,9 @@ __all__ = [
     "LimitExceeded",
     "NoCapacity",
     "NotFound",
+    "PeerUnreachable",
     "PermissionDenied",
+    "StoreFull",
     "Unavailable",
     "UnknownUnit",
     "UnknownUser",
@@ -127,6 +131,22 @@ class PermissionDenied(CanistryError):
 class Unavailable(CanistryError):
     code = "unavailable"
     status = grpc.StatusCode.UNAVAILABLE
+
+
+class PeerUnreachable(Unavailable):
+    """The call never reached a handler (connection refused, reset or dropped).
+
+    Raised only by :func:`runtime.rpc.rpc_errors`. A peer that answered
+    ``UNAVAILABLE`` on purpose raises plain :class:`Unavailable` instead.
+    """
+
+    code = "peer-unreachable"
+
+
+class StoreFull(Unavailable):
+    """A store has no room for this write. Reads still work; writes resume once room is made."""
+
+    code = "store-full"
 
 
 class DeadlineExceeded(CanistryError):

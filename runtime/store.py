@@ -24,7 +24,7 @@ import lmdb
 from google.protobuf.message import Message
 
 from runtime import logs
-from runtime.errors import CanistryError, Unavailable
+from runtime.errors import CanistryError, StoreFull, Unavailable
 from runtime.lifecycle import Lifecycle
 
 __all__ = [
@@ -128,6 +128,11 @@ class Store:
                 version += 1
             txn.put(_SCHEMA_KEY, str(version).encode(), db=self._dbs["meta"])
 
+    def usage(self) -> tuple[int, int]:
+        """``(bytes in use, map size)``: how close the file is to :class:`StoreFull`."""
+        info, stat = self.env.info(), self.env.stat()
+        return (info["last_pgno"] + 1) * stat["psize"], info["map_size"]
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -218,9 +223,10 @@ class GroupCommitter:
                 await asyncio.to_thread(self._commit, batch)
             except BaseException as exc:  # the commit itself failed: nobody's write is on disk
                 log.exception("group_commit_failed", jobs=len(batch))
+                failure = _write_failure(exc, self.store.config.path)
                 for job in batch:
                     if not job.future.done():
-                        job.future.set_exception(Unavailable(f"write failed: {exc!r}"))
+                        job.future.set_exception(failure)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
@@ -242,12 +248,22 @@ class GroupCommitter:
                 child = env.begin(write=True, parent=txn)
                 try:
                     value = job.fn(child)
+                except lmdb.MapFullError as exc:
+                    child.abort()
+                    job.outcome = (False, _write_failure(exc, self.store.config.path))
                 except BaseException as exc:
                     child.abort()
                     job.outcome = (False, exc)
                 else:
                     child.commit()
                     job.outcome = (True, value)
+
+
+def _write_failure(exc: BaseException, path: Path) -> CanistryError:
+    """What a caller whose write failed is told: the cause is logged, never sent."""
+    if isinstance(exc, lmdb.MapFullError):
+        return StoreFull(f"store {path.name} is full; try again later")
+    return Unavailable(f"store {path.name} could not write; try again later")
 
 
 class WrittenStore(Lifecycle):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InvalidArgument
+from runtime.errors import InvalidArgument, StoreFull
 from runtime.store import GroupCommitter, SchemaTooNew, Store, StoreConfig
 
 
@@ -67,3 +67,26 @@ def test_migrations_run_in_order_and_newer_schema_is_refused(tmp_path: Path) -> 
     store.close()
     with pytest.raises(SchemaTooNew):
         make_store(tmp_path / "s", schema_version=2)
+
+
+async def test_a_full_map_fails_writes_as_store_full_and_reads_still_work(tmp_path: Path) -> None:
+    store = Store(StoreConfig(path=tmp_path / "s", databases=("data",), map_size=256 * 1024))
+    committer = GroupCommitter(store)
+    await committer.start()
+    await committer.submit(lambda txn: txn.put(b"kept", b"v", db=store.db("data")))
+    used_before, size = store.usage()
+    assert 0 < used_before <= size == 256 * 1024
+
+    def fill(txn: object) -> None:
+        for i in range(10_000):
+            txn.put(b"k%06d" % i, b"x" * 1000, db=store.db("data"))  # type: ignore[attr-defined]
+
+    with pytest.raises(StoreFull) as info:
+        await committer.submit(fill)
+    assert "MapFull" not in info.value.message  # the cause is logged, never sent
+    with store.read() as txn:  # the failed job undid only itself
+        assert txn.get(b"kept", db=store.db("data")) == b"v"
+        assert txn.get(b"k000000", db=store.db("data")) is None
+    await committer.submit(lambda txn: txn.put(b"small", b"v", db=store.db("data")))
+    await committer.stop()
+    store.close()
