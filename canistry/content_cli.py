@@ -46,8 +46,16 @@ def import_pack(args: argparse.Namespace) -> int:
         else:
             from content_service.service import import_pack_text
 
-            data_dir = ClusterLayout(args.data_dir or DEFAULT_DATA_DIR).service_dir("content")
-            s = import_pack_text(data_dir, text)
+            layout = ClusterLayout(args.data_dir or DEFAULT_DATA_DIR)
+            if not layout.cluster_file.is_file():
+                print(
+                    f"canistry content import: no cluster at {layout.data_dir} "
+                    "(no cluster.json); give --data-dir of a cluster that `canistry up` "
+                    "made, or --content-addr of a running content service",
+                    file=sys.stderr,
+                )
+                return 2
+            s = import_pack_text(layout.service_dir("content"), text)
             added, changed, unchanged, total = s.added, s.changed, s.unchanged, s.total_units
     except CanistryError as exc:
         print(f"canistry content import: {args.pack}: {exc.message}", file=sys.stderr)

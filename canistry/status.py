@@ -76,6 +76,19 @@ async def _shard_row(info: registry_pb2.ShardInfo, tls: TLSConfig | None) -> Sha
     return row
 
 
+async def _warm_rows(hub: str, tls: TLSConfig | None, timeout_s: float) -> list[ShardRow]:
+    """The warm pool: started and healthy, not yet registered, so the registry lists none."""
+    async with make_channel(hub, tls, server_role=Role.HUB) as ch, rpc_errors("hub"):
+        records = await hub_pb2_grpc.HubStub(ch).ListHubShards(
+            hub_pb2.ListHubShardsRequest(), timeout=timeout_s
+        )
+    return [
+        ShardRow(r.shard_id, r.address, "warm", 0)
+        for r in records.shards
+        if r.step == hub_pb2.SPAWN_STEP_WARM
+    ]
+
+
 async def fetch_status(
     hub: str, tls: TLSConfig | None = None, timeout_s: float = 3.0
 ) -> ClusterStatus:
@@ -99,6 +112,7 @@ async def fetch_status(
             registry_pb2.ListShardsRequest(), timeout=timeout_s
         )
     status.shards = list(await asyncio.gather(*(_shard_row(s, tls) for s in directory.shards)))
+    status.shards += await _warm_rows(hub, tls, timeout_s)
     try:
         async with (
             make_channel(config.content_address, tls, server_role=Role.CONTENT) as ch,

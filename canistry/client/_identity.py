@@ -79,12 +79,13 @@ class Identity:
         return identity
 
     @classmethod
-    def load(cls, path: Path) -> Identity:
-        return cls.from_pem(path.read_text())
+    def load(cls, path: str | os.PathLike[str]) -> Identity:
+        return cls.from_pem(Path(path).read_text())
 
     @classmethod
-    def load_or_create(cls, path: Path) -> Identity:
+    def load_or_create(cls, path: str | os.PathLike[str]) -> Identity:
         """The identity at ``path``, generated and saved (mode 0600) if there is none."""
+        path = Path(path)
         if path.exists():
             return cls.load(path)
         identity = cls.generate()
@@ -99,7 +100,9 @@ class Identity:
             serialization.NoEncryption(),
         ).decode("ascii")
 
-    def save(self, path: Path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the PEM to a new file (mode 0600); raises FileExistsError if one is there."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -83,3 +84,17 @@ async def test_bad_content_pack_is_rejected_whole_with_its_line(
     )
     assert result.returncode == 2
     assert "line" in result.stderr and "reward" in result.stderr
+
+
+def test_content_import_refuses_a_data_dir_without_a_cluster(tmp_path: Path) -> None:
+    pack = Path(__file__).parents[2] / "content_service" / "packs" / "sample.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "canistry", "content", "import", str(pack)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "no cluster at .canistry" in result.stderr
+    assert not (tmp_path / ".canistry").exists(), "nothing is created on a refusal"

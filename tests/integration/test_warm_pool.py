@@ -8,8 +8,12 @@ pool fills again.
 
 from __future__ import annotations
 
+import io
+import re
+
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from canistry.status import fetch_status, render_status
 from protos import hub_pb2
 from runtime.rpc import make_channel
 from runtime.tls import Role
@@ -39,6 +43,10 @@ async def test_a_warm_shard_is_promoted_at_the_soft_limit_and_the_pool_refills(
     async with make_channel(warm.address, cluster.tls("operator"), server_role=Role.SHARD) as ch:
         health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+    status = await fetch_status(cluster.children["hub"].address, cluster.tls("operator"))
+    out = io.StringIO()
+    render_status(status, out)
+    assert re.search(r"shard-0002\s+\S+\s+warm\s", out.getvalue()), out.getvalue()
 
     # Two users bring shard-0001 to the soft limit; the registry pokes the hub.
     for _ in range(2):
