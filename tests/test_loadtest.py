@@ -273,6 +273,8 @@ async def test_a_run_counts_every_outcome_and_keeps_going(monkeypatch: pytest.Mo
     render_summary(report, out)
     text = out.getvalue()
     assert "POST /v1/units/{id}/submissions" in text and "p99 ms" in text
+    rows = {line.split()[0] for line in text.splitlines() if line.strip()}
+    assert set(ops) <= rows, "the table names each operation as the JSON report does"
     assert f"tokens earned {report['tokens_earned']:,}" in text
 
 
