@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a --gateway that is not loopback (only one you are responsible for)",
     )
 
+    bk = sub.add_parser(
+        "backup",
+        help="copy a cluster's data online (consistent LMDB copies) to start a cluster on",
+        description="Copy every service's and shard's LMDB hot (the cluster keeps serving), "
+        "with the CA, certificates and cluster.json, to DEST. `canistry up --data-dir DEST` "
+        "then starts a cluster with the same users, balances and treasury.",
+    )
+    bk.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                    help="the cluster's data directory (default ./.canistry)")  # fmt: skip
+    bk.add_argument("--to", type=Path, required=True, metavar="DEST",
+                    help="where to write the copy; must not exist")  # fmt: skip
+
     add_serve_parser(sub)
     return parser
 
@@ -204,4 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_content(args)
     if args.command == "loadtest":
         return _cmd_loadtest(args)
+    if args.command == "backup":
+        from canistry.backup import run_backup
+
+        return run_backup(args.data_dir, args.to)
     return run_serve(args)

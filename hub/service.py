@@ -81,6 +81,9 @@ class HubService(Lifecycle):
     async def _start(self) -> None:
         settings = self.settings
         await self.store.start()
+        moved = await self.store.rebase_shard_dirs(settings.shards_dir)
+        if moved:
+            log.info("shard_dirs_moved", shards=moved, shards_dir=str(settings.shards_dir))
         wanted = settings.init_config()
         self.policy, self.config_differences = await self.store.init_config(wanted)
         if self.config_differences:

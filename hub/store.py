@@ -167,6 +167,27 @@ class HubStore(WrittenStore):
 
         return await self.committer.submit(fn)
 
+    async def rebase_shard_dirs(self, shards_dir: Path) -> list[str]:
+        """Point every record at ``shards_dir/<shard-id>``; return the ids that moved.
+
+        A record keeps its shard's data directory as an absolute path, so a
+        cluster restored from a backup (or a data directory moved) would
+        otherwise start its shards on the old directories.
+        """
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> list[str]:
+            moved = []
+            for record in _records(txn, store.db("shards")):
+                where = str(shards_dir / record.shard_id)
+                if record.data_dir != where:
+                    record.data_dir = where
+                    put_msg(txn, store.db("shards"), record.shard_id.encode(), record)
+                    moved.append(record.shard_id)
+            return moved
+
+        return await self.committer.submit(fn)
+
     async def allocate_shard(
         self, build: Callable[[str], hub_pb2.ShardRecord]
     ) -> hub_pb2.ShardRecord:

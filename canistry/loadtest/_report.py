@@ -90,7 +90,8 @@ def _row(cells: tuple[str, ...]) -> str:
 def _figures_row(op: str, f: dict[str, Any]) -> str:
     """One row, named by the report's own operation key (the JSON uses the same)."""
     return _row((
-        op, OPS.get(op, "all operations" if op == "load" else ""), f"{f['count']:,}", f"{f['errors']:,}", f"{f['limited']:,}",
+        op, OPS.get(op, "all operations" if op == "load" else ""),
+        f"{f['count']:,}", f"{f['errors']:,}", f"{f['limited']:,}",
         f"{f['per_second']:,.1f}", f"{f['p50_ms']:.1f}", f"{f['p95_ms']:.1f}",
         f"{f['p99_ms']:.1f}",
     ))  # fmt: skip
