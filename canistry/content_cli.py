@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout, operator_tls
+from content_service.pack import read_pack
 from protos import content_pb2, content_pb2_grpc
 from runtime.errors import CanistryError
 from runtime.rpc import make_channel, rpc_errors
@@ -30,9 +31,12 @@ async def _import_remote(
 
 def import_pack(args: argparse.Namespace) -> int:
     try:
-        text = args.pack.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_pack(args.pack)
+    except OSError as exc:
         print(f"canistry content import: cannot read {args.pack}: {exc}", file=sys.stderr)
+        return 2
+    except CanistryError as exc:
+        print(f"canistry content import: {exc.message}", file=sys.stderr)
         return 2
     try:
         if args.content_addr:

@@ -1,9 +1,11 @@
 """The content service: lessons ("units"), their quizzes and answer keys.
 
-Layering: ``pack`` (parse and validate a JSON pack) and ``quiz`` (grade
-answers) are pure; ``store`` keeps units in LMDB with a read cache;
-``servicer`` is the gRPC edge; ``service`` wires them into a process and
-holds the offline import the CLI uses. Answer keys never leave this package.
+Layering: ``pack`` (read, parse and validate a JSON pack) and ``quiz``
+(grade answers) are pure; ``store`` keeps units in LMDB with a read cache
+and one writer; ``core`` holds the operations (validation, import, grading);
+``servicer`` is the gRPC edge only; ``service`` builds the parts, runs their
+lifecycle and holds the offline import the CLI uses. Answer keys never leave
+this package.
 """
 
 from content_service.config import ContentConfig

@@ -31,6 +31,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from content_service._jsonpos import PosDict, line_of, loads
@@ -48,6 +49,7 @@ __all__ = [
     "SLUG_PATTERN",
     "is_slug",
     "parse_pack",
+    "read_pack",
     "unit_digest",
 ]
 
@@ -78,6 +80,18 @@ _CHOICE_KEYS = ("id", "text")
 def is_slug(value: str) -> bool:
     """Whether ``value`` is a valid unit id or subject."""
     return _SLUG.fullmatch(value) is not None
+
+
+def read_pack(path: Path) -> str:
+    """The text of the pack file at ``path``: UTF-8, with or without a byte-order mark.
+
+    Raises :class:`BadContentPack` for text that is not UTF-8, and
+    :class:`OSError` if the file cannot be read.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadContentPack(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
 def parse_pack(text: str) -> list[content_pb2.StoredUnit]:

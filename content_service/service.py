@@ -12,15 +12,15 @@ from importlib import resources
 from pathlib import Path
 
 from content_service.config import ContentConfig
-from content_service.pack import parse_pack
+from content_service.core import Content
+from content_service.pack import parse_pack, read_pack
 from content_service.servicer import ACCESS, ContentServicer
-from content_service.store import ContentStore, ImportSummary
+from content_service.store import ContentStore, ImportSummary, apply_pack, store_config
 from protos import content_pb2, content_pb2_grpc
 from runtime import logs
-from runtime.errors import BadContentPack
 from runtime.lifecycle import Lifecycle
 from runtime.rpc import Server, ServiceBinding
-from runtime.store import GroupCommitter
+from runtime.store import Store
 
 __all__ = [
     "SERVICE_NAME",
@@ -44,56 +44,46 @@ class ContentService(Lifecycle):
 
     def __init__(self, config: ContentConfig) -> None:
         self.config = config
-        self.store: ContentStore | None = None
-        self._committer: GroupCommitter | None = None
-        self._server: Server | None = None
+        self.store = ContentStore(
+            config.data_dir, durable=config.durable, cache_size=config.cache_units
+        )
+        self.content = Content(self.store)
+        servicer = ContentServicer(self.content)
+        self._server = Server(
+            "content",
+            config.server,
+            [
+                ServiceBinding(
+                    SERVICE_NAME,
+                    lambda s: content_pb2_grpc.add_ContentServicer_to_server(servicer, s),
+                    access=ACCESS,
+                )
+            ],
+        )
+        self._started = False
         self._stopped = False
 
     @property
     def address(self) -> str:
-        if self._server is None:
-            raise RuntimeError("content service not started")
         return self._server.address
 
     async def start(self) -> None:
-        cfg = self.config
-        self.store = ContentStore.open(
-            cfg.data_dir, durable=cfg.durable, cache_size=cfg.cache_units
-        )
+        self._started = True
         try:
-            self._committer = GroupCommitter(self.store.store)
-            await self._committer.start()
-            servicer = ContentServicer(self.store, self._committer)
-            self._server = Server(
-                "content",
-                cfg.server,
-                [
-                    ServiceBinding(
-                        SERVICE_NAME,
-                        lambda s: content_pb2_grpc.add_ContentServicer_to_server(servicer, s),
-                        access=ACCESS,
-                    )
-                ],
-            )
+            await self.store.start()
             await self._server.start()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
-        if self._stopped:
+        if self._stopped or not self._started:
             return
         self._stopped = True
         try:
-            if self._server is not None:
-                await self._server.stop()
+            await self._server.stop()
         finally:
-            try:
-                if self._committer is not None:
-                    await self._committer.stop()
-            finally:
-                if self.store is not None:
-                    self.store.close()
+            await self.store.stop()
 
 
 def import_pack_text(data_dir: Path, text: str) -> ImportSummary:
@@ -106,10 +96,10 @@ def import_pack_text(data_dir: Path, text: str) -> ImportSummary:
     raises :class:`BadContentPack` and changes nothing if the pack is bad.
     """
     units = parse_pack(text)
-    store = ContentStore.open(data_dir)
+    store = Store(store_config(data_dir))
     try:
-        with store.store.write() as txn:
-            summary = store.apply_pack(txn, units)
+        with store.write() as txn:
+            summary = apply_pack(store, txn, units)
     finally:
         store.close()
     log.info("content_imported", data_dir=str(data_dir), **asdict(summary))
@@ -122,11 +112,7 @@ def import_pack_file(data_dir: Path, pack_path: Path) -> ImportSummary:
     Raises :class:`BadContentPack` for text that is not UTF-8, and
     :class:`OSError` if the file cannot be read.
     """
-    try:
-        text = pack_path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadContentPack(f"{pack_path}: not UTF-8 text ({exc.reason})") from None
-    return import_pack_text(data_dir, text)
+    return import_pack_text(data_dir, read_pack(pack_path))
 
 
 def load_sample_pack() -> str:
@@ -134,5 +120,5 @@ def load_sample_pack() -> str:
     return (
         resources.files("content_service")
         .joinpath("packs", "sample.json")
-        .read_text(encoding="utf-8")
+        .read_text(encoding="utf-8-sig")
     )

@@ -29,7 +29,7 @@ import lmdb
 from content_service.pack import is_slug
 from protos import content_pb2
 from runtime.errors import InvalidArgument, UnknownUnit
-from runtime.store import Store, StoreConfig, get_msg, put_msg
+from runtime.store import Store, StoreConfig, WrittenStore, get_msg, put_msg
 
 __all__ = [
     "DATABASES",
@@ -37,6 +37,7 @@ __all__ = [
     "ContentStore",
     "ImportSummary",
     "Page",
+    "apply_pack",
     "store_config",
 ]
 
@@ -75,75 +76,45 @@ class Page:
     """Opaque; empty when there is nothing more."""
 
 
-class ContentStore:
-    """Units in LMDB plus a read cache. Writes go through :meth:`apply_pack`.
+class ContentStore(WrittenStore):
+    """Units in LMDB plus a read cache. ``async with ContentStore(path) as store:``.
 
-    Messages returned by the read methods may be shared with the cache:
-    callers must not modify them.
+    Writes go through :meth:`import_units` (the store's one writer). Messages
+    returned by the read methods may be shared with the cache: callers must
+    not modify them.
     """
 
-    def __init__(self, store: Store, *, cache_size: int = 10_000) -> None:
-        self.store = store
-        self._units = store.db("units")
-        self._by_subject = store.db("by_subject")
-        self._meta = store.db("meta")
+    def __init__(self, path: Path, *, durable: bool = True, cache_size: int = 10_000) -> None:
+        super().__init__(store_config(path, durable=durable))
         self._cache_size = cache_size
         self._cache: dict[str, content_pb2.StoredUnit] = {}
         self._cache_generation: bytes | None = None
 
-    @classmethod
-    def open(cls, path: Path, *, durable: bool = True, cache_size: int = 10_000) -> ContentStore:
-        return cls(Store(store_config(path, durable=durable)), cache_size=cache_size)
-
-    def close(self) -> None:
+    async def stop(self) -> None:
         self._cache.clear()
-        self.store.close()
+        await super().stop()
 
     # -- writes --------------------------------------------------------------
 
-    def apply_pack(
-        self, txn: lmdb.Transaction, units: Sequence[content_pb2.StoredUnit]
-    ) -> ImportSummary:
-        """Add or update ``units`` (from :func:`~content_service.pack.parse_pack`) in ``txn``.
-
-        Same digest: unchanged. New id: version 1. Changed digest: the stored
-        version + 1. Units absent from ``units`` stay as they are. Run it
-        inside one write transaction so a pack lands whole or not at all.
-        """
-        added = changed = unchanged = 0
-        for parsed in units:
-            key = parsed.unit.id.encode()
-            old = get_msg(txn, self._units, key, content_pb2.StoredUnit)
-            if old is not None and old.unit.digest == parsed.unit.digest:
-                unchanged += 1
-                continue
-            new = content_pb2.StoredUnit()
-            new.CopyFrom(parsed)
-            if old is None:
-                new.unit.version = 1
-                added += 1
-            else:
-                new.unit.version = old.unit.version + 1
-                changed += 1
-                txn.delete(_index_key(old.unit.subject, old.unit.id), db=self._by_subject)
-            put_msg(txn, self._units, key, new)
-            put_msg(txn, self._by_subject, _index_key(new.unit.subject, new.unit.id), _summary(new))
-        if added or changed:
-            raw = txn.get(_GENERATION, db=self._meta)
-            txn.put(_GENERATION, str(int(raw or 0) + 1).encode(), db=self._meta)
-        total = int(txn.stat(self._units)["entries"])
-        return ImportSummary(added=added, changed=changed, unchanged=unchanged, total_units=total)
+    async def import_units(self, units: Sequence[content_pb2.StoredUnit]) -> ImportSummary:
+        """Apply ``units`` in one durable transaction (see :func:`apply_pack`)."""
+        store = self.store
+        summary: ImportSummary = await self.committer.submit(
+            lambda txn: apply_pack(store, txn, units)
+        )
+        return summary
 
     # -- reads ---------------------------------------------------------------
 
     def get_unit(self, unit_id: str) -> content_pb2.StoredUnit:
         """The stored unit, answers included. Raises :class:`UnknownUnit`."""
-        with self.store.read() as txn:
+        store = self.store
+        with store.read() as txn:
             self._check_generation(txn)
             cached = self._cache.get(unit_id)
             if cached is not None:
                 return cached
-            stored = get_msg(txn, self._units, unit_id.encode(), content_pb2.StoredUnit)
+            stored = get_msg(txn, store.db("units"), unit_id.encode(), content_pb2.StoredUnit)
         if stored is None:
             raise UnknownUnit(f"no unit {unit_id!r}")
         if self._cache_size > 0:
@@ -169,7 +140,7 @@ class ContentStore:
         last_key = b""
         more = False
         with self.store.read() as txn:
-            cur = txn.cursor(db=self._by_subject)
+            cur = txn.cursor(db=self.store.db("by_subject"))
             if after is not None:
                 found = cur.set_range(after)
                 if found and cur.key() == after:
@@ -193,9 +164,10 @@ class ContentStore:
     def stats(self) -> tuple[int, list[str]]:
         """How many units there are, and the subjects in order."""
         subjects: list[str] = []
-        with self.store.read() as txn:
-            count = int(txn.stat(self._units)["entries"])
-            cur = txn.cursor(db=self._by_subject)
+        store = self.store
+        with store.read() as txn:
+            count = int(txn.stat(store.db("units"))["entries"])
+            cur = txn.cursor(db=store.db("by_subject"))
             found = cur.first()
             while found:
                 subject = bytes(cur.key()).split(_SEP, 1)[0]
@@ -205,10 +177,45 @@ class ContentStore:
         return count, subjects
 
     def _check_generation(self, txn: Any) -> None:
-        generation = txn.get(_GENERATION, db=self._meta)
+        generation = txn.get(_GENERATION, db=self.store.db("meta"))
         if generation != self._cache_generation:
             self._cache.clear()
             self._cache_generation = generation
+
+
+def apply_pack(
+    store: Store, txn: lmdb.Transaction, units: Sequence[content_pb2.StoredUnit]
+) -> ImportSummary:
+    """Add or update ``units`` (from :func:`~content_service.pack.parse_pack`) in ``txn``.
+
+    Same digest: unchanged. New id: version 1. Changed digest: the stored
+    version + 1. Units absent from ``units`` stay as they are. Run it inside
+    one write transaction so a pack lands whole or not at all.
+    """
+    by_id, by_subject, meta = store.db("units"), store.db("by_subject"), store.db("meta")
+    added = changed = unchanged = 0
+    for parsed in units:
+        key = parsed.unit.id.encode()
+        old = get_msg(txn, by_id, key, content_pb2.StoredUnit)
+        if old is not None and old.unit.digest == parsed.unit.digest:
+            unchanged += 1
+            continue
+        new = content_pb2.StoredUnit()
+        new.CopyFrom(parsed)
+        if old is None:
+            new.unit.version = 1
+            added += 1
+        else:
+            new.unit.version = old.unit.version + 1
+            changed += 1
+            txn.delete(_index_key(old.unit.subject, old.unit.id), db=by_subject)
+        put_msg(txn, by_id, key, new)
+        put_msg(txn, by_subject, _index_key(new.unit.subject, new.unit.id), _summary(new))
+    if added or changed:
+        raw = txn.get(_GENERATION, db=meta)
+        txn.put(_GENERATION, str(int(raw or 0) + 1).encode(), db=meta)
+    total = int(txn.stat(by_id)["entries"])
+    return ImportSummary(added=added, changed=changed, unchanged=unchanged, total_units=total)
 
 
 def _index_key(subject: str, unit_id: str) -> bytes:

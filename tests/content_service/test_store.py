@@ -16,37 +16,34 @@ from tests.content_service.helpers import dump, make_unit
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = ContentStore.open(tmp_path / "content", durable=False)
-    yield s
-    s.close()
+async def store(tmp_path: Path):
+    async with ContentStore(tmp_path / "content", durable=False) as s:
+        yield s
 
 
-def apply(store: ContentStore, text: str) -> ImportSummary:
-    units = parse_pack(text)
-    with store.store.write() as txn:
-        return store.apply_pack(txn, units)
+async def apply(store: ContentStore, text: str) -> ImportSummary:
+    return await store.import_units(parse_pack(text))
 
 
-def test_reimport_is_idempotent(store: ContentStore) -> None:
+async def test_reimport_is_idempotent(store: ContentStore) -> None:
     pack = load_sample_pack()
-    first = apply(store, pack)
+    first = await apply(store, pack)
     n = first.total_units
     assert first == ImportSummary(added=n, changed=0, unchanged=0, total_units=n) and n >= 30
     before = {u.unit.id: (u.unit.version, u.unit.digest) for u in parse_pack(pack)}
-    again = apply(store, pack)
+    again = await apply(store, pack)
     assert again == ImportSummary(added=0, changed=0, unchanged=n, total_units=n)
     for uid, (_, digest) in before.items():
         unit = store.get_unit(uid).unit
         assert (unit.version, unit.digest) == (1, digest)
 
 
-def test_a_changed_unit_gets_a_new_version_and_digest(store: ContentStore) -> None:
-    apply(store, dump([make_unit("math-001"), make_unit("math-002")]))
+async def test_a_changed_unit_gets_a_new_version_and_digest(store: ContentStore) -> None:
+    await apply(store, dump([make_unit("math-001"), make_unit("math-002")]))
     old = store.get_unit("math-001")  # warms the cache too
     assert old.unit.version == 1
 
-    summary = apply(store, dump([make_unit("math-001", reward=70), make_unit("math-002")]))
+    summary = await apply(store, dump([make_unit("math-001", reward=70), make_unit("math-002")]))
     assert summary == ImportSummary(added=0, changed=1, unchanged=1, total_units=2)
     new = store.get_unit("math-001")
     assert new.unit.version == 2 and new.unit.reward == 70
@@ -56,15 +53,15 @@ def test_a_changed_unit_gets_a_new_version_and_digest(store: ContentStore) -> No
     assert (summary_row.version, summary_row.reward, summary_row.digest) == (2, 70, new.unit.digest)
 
     # A pack that leaves units out keeps them; one that moves a unit moves its index entry.
-    summary = apply(store, dump([make_unit("math-002", "science")]))
+    summary = await apply(store, dump([make_unit("math-002", "science")]))
     assert summary == ImportSummary(added=0, changed=1, unchanged=0, total_units=2)
     assert [s.id for s in store.list_units("math", "", 10).units] == ["math-001"]
     assert [s.id for s in store.list_units("science", "", 10).units] == ["math-002"]
     assert store.stats() == (2, ["math", "science"])
 
 
-def test_pagination_across_subjects_and_within_one(store: ContentStore) -> None:
-    apply(store, load_sample_pack())
+async def test_pagination_across_subjects_and_within_one(store: ContentStore) -> None:
+    await apply(store, load_sample_pack())
     count, subjects = store.stats()
     assert count >= 30 and subjects == sorted(subjects) and len(subjects) >= 3
 
@@ -98,12 +95,12 @@ def test_pagination_across_subjects_and_within_one(store: ContentStore) -> None:
     assert store.list_units("nosuchsubject", "", 5).units == []
 
 
-def test_unknown_unit(store: ContentStore) -> None:
+async def test_unknown_unit(store: ContentStore) -> None:
     with pytest.raises(UnknownUnit):
         store.get_unit("math-001")
 
 
-def test_offline_import_rejects_a_bad_pack_whole(tmp_path: Path) -> None:
+async def test_offline_import_rejects_a_bad_pack_whole(tmp_path: Path) -> None:
     data = tmp_path / "content"
     good = tmp_path / "good.json"
     good.write_text(dump([make_unit("math-001"), make_unit("math-002")]))
@@ -116,12 +113,9 @@ def test_offline_import_rejects_a_bad_pack_whole(tmp_path: Path) -> None:
     with pytest.raises(BadContentPack, match=r"^line \d+: unit \"math-002\": quiz pass_score"):
         import_pack_file(data, bad)
 
-    store = ContentStore.open(data)
-    try:
+    async with ContentStore(data) as store:
         assert store.stats() == (2, ["math"])
         assert store.get_unit("math-001").unit.reward == 50
-    finally:
-        store.close()
 
     binary = tmp_path / "binary.json"
     binary.write_bytes(b'{"units": "\xff"}')

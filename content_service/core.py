@@ -1,0 +1,72 @@
+"""The content service's operations: validate a request, read or write the store, answer.
+
+:class:`Content` is what the gRPC edge (``servicer``) calls. Its methods take
+plain values, raise errors from ``runtime.errors`` (``InvalidArgument``,
+``UnknownUnit``, ``BadContentPack``) and never see gRPC. Grading stays in the
+pure ``quiz`` module; answer keys go no further than :meth:`Content.verify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from content_service import quiz
+from content_service.pack import SLUG_PATTERN, is_slug, parse_pack
+from content_service.store import ContentStore, ImportSummary, Page
+from protos import content_pb2
+from runtime.errors import InvalidArgument
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Content", "Verdict"]
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A graded submission: the grade, and the reward and version of the unit graded."""
+
+    result: quiz.QuizResult
+    reward: int
+    unit_version: int
+
+
+class Content:
+    """Operations over an open :class:`ContentStore`."""
+
+    def __init__(self, store: ContentStore) -> None:
+        self.store = store
+
+    async def import_pack(self, text: str) -> ImportSummary:
+        """Add or update the pack's units in one durable write; a bad pack changes nothing."""
+        # Parsing a large pack takes a while; keep the loop free for reads.
+        units = await asyncio.to_thread(parse_pack, text)
+        return await self.store.import_units(units)
+
+    def list_units(self, subject: str, cursor: str, limit: int) -> Page:
+        """A page of summaries; ``limit`` 0 means the default page size."""
+        if subject and not is_slug(subject):
+            raise InvalidArgument(f"subject must match {SLUG_PATTERN}")
+        if not 0 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"limit must be at most {MAX_PAGE_SIZE}")
+        return self.store.list_units(subject, cursor, limit or DEFAULT_PAGE_SIZE)
+
+    def get_unit(self, unit_id: str) -> content_pb2.Unit:
+        """The public unit: its questions, never the answer key."""
+        return self.store.get_unit(_unit_id(unit_id)).unit
+
+    def verify(self, unit_id: str, answers: Mapping[str, str]) -> Verdict:
+        """Grade ``answers`` against the unit's key (stateless)."""
+        stored = self.store.get_unit(_unit_id(unit_id))
+        return Verdict(quiz.verify(stored, answers), stored.unit.reward, stored.unit.version)
+
+    def stats(self) -> tuple[int, list[str]]:
+        return self.store.stats()
+
+
+def _unit_id(value: str) -> str:
+    if not is_slug(value):
+        raise InvalidArgument(f"unit_id must match {SLUG_PATTERN}")
+    return value
