@@ -51,15 +51,46 @@ def _add_request_id(
 
 
 def configure(service: str, *, level: str = "info", stream: TextIO | None = None) -> None:
-    """Send JSON lines to ``stream`` (stderr), each tagged with ``service`` and the request id."""
+    """Send JSON lines to ``stream`` (stderr), each tagged with ``service`` and the request id.
+
+    Libraries that log through the standard library (uvicorn, APScheduler,
+    asyncio) are rendered as the same JSON lines, with their ``logger`` name.
+    """
     stream = stream or sys.stderr
-    logging.basicConfig(stream=stream, level=level.upper(), format="%(message)s")
+
+    def add_service(
+        _logger: object, _method: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
+        event.setdefault("service", service)
+        return event
+
+    stamped: list[structlog.types.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_request_id,
+    ]
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name, add_service],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "apscheduler"):
+        # Their own handlers (if any were set up) would print plain text beside ours.
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _add_request_id,
+            *stamped,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
