@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     where = st.add_mutually_exclusive_group()
     where.add_argument("--data-dir", type=Path, default=None)
     where.add_argument("--hub", metavar="ADDR", help="hub address host:port")
+    st.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also list where each service serves Prometheus /metrics (needs --data-dir)",
+    )
     _operator_flags(st)
 
     content = sub.add_parser("content", help="manage content packs")
@@ -175,6 +180,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"canistry status: {exc.message}", file=sys.stderr)
         return 1
     render_status(status, sys.stdout)
+    if args.metrics:
+        from canistry.status import metrics_endpoints
+
+        print("\nMetrics (Prometheus)")
+        layout = ClusterLayout(args.data_dir or DEFAULT_DATA_DIR)
+        for name, url in metrics_endpoints(layout):
+            print(f"  {name:<12} {url}")
     return 0
 
 

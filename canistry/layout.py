@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.process import write_atomically
+from runtime.files import write_atomically
 from runtime.tls import TLSConfig, TLSError
 
 __all__ = ["CERTIFIED", "DEFAULT_DATA_DIR", "ClusterLayout", "operator_tls"]

@@ -18,13 +18,15 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 from typing import Any
 
 from runtime import logs
-from runtime.process import run_until_signalled, write_atomically
+from runtime.files import write_atomically
+from runtime.metrics import MetricsServer, register_figures
+from runtime.process import run_until_signalled
 from runtime.rpc import ServerConfig
 from runtime.tls import Identity, Role, TLSConfig, TLSError
 
@@ -53,6 +55,13 @@ def add_serve_parser(sub: Any) -> None:
         sp.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
         sp.add_argument("--port", type=int, default=0, help="port to bind (default: any free port)")
         sp.add_argument("--ready-file", type=Path, help="write the bound address here once serving")
+        sp.add_argument(
+            "--metrics-port",
+            type=int,
+            default=0,
+            help="serve Prometheus /metrics over HTTP on this port, on --host (default: any free "
+            "port, written to DATA_DIR/metrics.addr; the gateway serves /metrics on --port)",
+        )
         sp.add_argument(
             "--log-level", default="info", choices=["debug", "info", "warning", "error"]
         )
@@ -264,9 +273,20 @@ def run_serve(args: argparse.Namespace) -> int:
         )
 
     def ready(svc: Any) -> None:
+        figures = getattr(svc, "figures", None)
+        if figures is not None:  # a service's own figures, read at each scrape
+            register_figures(figures)
         if args.ready_file is not None:
             write_atomically(args.ready_file, svc.address + "\n")
 
+    @contextlib.asynccontextmanager
+    async def with_metrics() -> AsyncIterator[Any]:
+        async with (
+            MetricsServer(args.host, args.metrics_port, data_dir=args.data_dir),
+            factory() as svc,
+        ):
+            yield svc
+
     with _pid_file(args.data_dir):
-        asyncio.run(run_until_signalled(factory, on_ready=ready))
+        asyncio.run(run_until_signalled(with_metrics, on_ready=ready))
     return 0

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from canistry.layout import CORE_SERVICES, ClusterLayout
 from protos import (
     content_pb2,
     content_pb2_grpc,
@@ -21,10 +22,11 @@ from protos import (
     shard_pb2_grpc,
 )
 from runtime.errors import CanistryError
+from runtime.metrics import ADDRESS_FILE
 from runtime.rpc import make_channel, rpc_errors
 from runtime.tls import Role, TLSConfig
 
-__all__ = ["ClusterStatus", "NoCluster", "fetch_status", "render_status"]
+__all__ = ["ClusterStatus", "NoCluster", "fetch_status", "metrics_endpoints", "render_status"]
 
 _STATE = {
     registry_pb2.SHARD_STATE_ACTIVE: "active",
@@ -125,6 +127,29 @@ async def fetch_status(
     except CanistryError:
         pass
     return status
+
+
+def metrics_endpoints(layout: ClusterLayout) -> list[tuple[str, str]]:
+    """``(service, URL)`` of every ``/metrics`` a cluster at ``layout`` serves now.
+
+    Each service process writes where it serves them (``metrics.addr``) and
+    removes the file when it stops; the gateway serves them on its own port.
+    """
+    found = []
+    for name in CORE_SERVICES:
+        found.append((name, layout.service_dir(name) / ADDRESS_FILE))
+    for shard_dir in sorted(p for p in layout.shards_dir.glob("*") if p.is_dir()):
+        found.append((shard_dir.name, shard_dir / ADDRESS_FILE))
+    found.append(("gateway", layout.ready_file("gateway")))
+    out = []
+    for name, path in found:
+        try:
+            address = path.read_text().strip()
+        except FileNotFoundError:
+            continue
+        if address:
+            out.append((name, f"http://{address}/metrics"))
+    return out
 
 
 def _num(n: int | None) -> str:

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from content_service import quiz
 from content_service.pack import SLUG_PATTERN, is_slug, parse_pack
 from content_service.store import ContentStore, ImportSummary, Page
@@ -22,6 +24,10 @@ __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Content", "Verdict"]
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+
+VERIFICATIONS = Counter(
+    "canistry_content_verifications", "Quiz submissions graded, by outcome", ["outcome"]
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,9 @@ class Content:
     def verify(self, unit_id: str, answers: Mapping[str, str]) -> Verdict:
         """Grade ``answers`` against the unit's key (stateless)."""
         stored = self.store.get_unit(_unit_id(unit_id))
-        return Verdict(quiz.verify(stored, answers), stored.unit.reward, stored.unit.version)
+        result = quiz.verify(stored, answers)
+        VERIFICATIONS.labels("passed" if result.passed else "failed").inc()
+        return Verdict(result, stored.unit.reward, stored.unit.version)
 
     def stats(self) -> tuple[int, list[str]]:
         return self.store.stats()

@@ -7,6 +7,7 @@ Also the offline helpers the CLI uses: :func:`import_pack_text` and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ from content_service.store import ContentStore, ImportSummary, apply_pack, store
 from protos import content_pb2, content_pb2_grpc
 from runtime import logs
 from runtime.lifecycle import Lifecycle
+from runtime.metrics import Figure
 from runtime.rpc import Server, ServiceBinding
 from runtime.store import Store
 
@@ -66,6 +68,12 @@ class ContentService(Lifecycle):
     @property
     def address(self) -> str:
         return self._server.address
+
+    def figures(self) -> Iterator[Figure]:
+        """What ``/metrics`` reports besides RPCs (read at each scrape)."""
+        count, subjects = self.store.stats()
+        yield "content_units", "Units in the store", count
+        yield "content_subjects", "Subjects in the store", len(subjects)
 
     async def start(self) -> None:
         self._started = True

@@ -31,7 +31,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig, default_workers
 from gateway.metrics import MULTIPROC_ENV
 from runtime import logs
-from runtime.process import write_atomically
+from runtime.files import write_atomically
 from runtime.tls import TLSConfig
 
 __all__ = ["add_arguments", "config_from_args", "run_gateway"]

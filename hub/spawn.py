@@ -40,8 +40,8 @@ from hub.store import HubStore
 from protos import hub_pb2
 from runtime import logs
 from runtime.errors import CanistryError, Unavailable
+from runtime.files import write_atomically
 from runtime.net import free_port
-from runtime.process import write_atomically
 from runtime.rpc import wait_healthy
 from runtime.tls import ClusterCA, Identity, Role, TLSConfig
 

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from protos import hub_pb2
 from runtime import logs
-from runtime.process import write_atomically
+from runtime.files import write_atomically
 
 __all__ = [
     "ProcessSpawner",

@@ -12,11 +12,10 @@ import os
 import signal
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
-from pathlib import Path
 
 from runtime import logs
 
-__all__ = ["run_until_signalled", "write_atomically"]
+__all__ = ["run_until_signalled"]
 
 log = logs.get_logger(__name__)
 
@@ -51,14 +50,3 @@ async def run_until_signalled(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

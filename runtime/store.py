@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from runtime import logs
 from runtime.errors import CanistryError, StoreFull, Unavailable
 from runtime.lifecycle import Lifecycle
+from runtime.metrics import COMMIT_BATCH
 
 __all__ = [
     "GroupCommitter",
@@ -232,6 +233,7 @@ class GroupCommitter:
                 continue
             self.batches += 1
             self.jobs += len(batch)
+            COMMIT_BATCH.labels(self.store.config.path.name).observe(len(batch))
             for job in batch:
                 if job.future.done():  # caller gave up; its write is durable anyway
                     continue
