@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos import content_pb2, content_pb2_grpc, shard_pb2, shard_pb2_grpc
 from runtime import authz, rpc
@@ -122,3 +123,13 @@ async def test_a_shard_refuses_calls_meant_for_another_shard() -> None:
                 reply = await shard_pb2_grpc.UserShardStub(ch).GetUser(request)
                 assert reply.user.principal == "ada"
     assert server.rpc_counts[f"/{SHARD}/GetUser"] == 3
+
+
+async def test_a_method_nobody_implemented_is_unimplemented_not_internal() -> None:
+    # grpc's aio HealthServicer inherits List from the generated base, which
+    # raises NotImplementedError (the gRPC fuzz campaign found it INTERNAL).
+    async with rpc.Server("t", rpc.ServerConfig(grace_s=0), []) as server:
+        async with rpc.make_channel(server.address) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await health_pb2_grpc.HealthStub(ch).List(health_pb2.HealthListRequest())
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
