@@ -3,8 +3,10 @@
 Transport policy (mutual TLS, keepalive, request-id propagation, default
 deadlines) lives in :func:`runtime.rpc.make_channel`. With the gateway's
 cluster certificate every channel is mutual TLS and accepts only a server of
-the expected role; without one (tests) it is plain text. Channels are
-long-lived: one per peer address for the life of the worker process.
+the expected role; without one (tests) it is plain text. A channel to a
+shard also names the shard it is meant for in every call, so a shard that is
+not the one the route named refuses the call (``WrongShard``). Channels are
+long-lived: one per (address, role, shard) for the life of the worker process.
 """
 
 from __future__ import annotations
@@ -17,22 +19,25 @@ from runtime.tls import Role, TLSConfig
 __all__ = ["ChannelPool", "open_channel"]
 
 
-def open_channel(address: str, tls: TLSConfig | None, role: Role) -> grpc.aio.Channel:
-    """A long-lived channel to the ``role`` service at ``address``."""
-    return make_channel(address, tls, server_role=role)
+def open_channel(
+    address: str, tls: TLSConfig | None, role: Role, shard_id: str | None = None
+) -> grpc.aio.Channel:
+    """A long-lived channel to the ``role`` service at ``address`` (the shard ``shard_id``)."""
+    return make_channel(address, tls, server_role=role, shard_id=shard_id)
 
 
 class ChannelPool:
-    """One channel per (address, role), opened on first use, closed together."""
+    """One channel per (address, role, shard), opened on first use, closed together."""
 
     def __init__(self, tls: TLSConfig | None) -> None:
         self._tls = tls
-        self._channels: dict[tuple[str, Role], grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, Role, str | None], grpc.aio.Channel] = {}
 
-    def get(self, address: str, role: Role) -> grpc.aio.Channel:
-        channel = self._channels.get((address, role))
+    def get(self, address: str, role: Role, shard_id: str | None = None) -> grpc.aio.Channel:
+        key = (address, role, shard_id)
+        channel = self._channels.get(key)
         if channel is None:
-            channel = self._channels[address, role] = open_channel(address, self._tls, role)
+            channel = self._channels[key] = open_channel(address, self._tls, role, shard_id)
         return channel
 
     async def close(self) -> None:

@@ -6,16 +6,24 @@ If a shard answers "not mine" (``UnknownUser``/``WrongShard``) to a cached
 route, or cannot be reached at all, the route is refreshed once and the call
 retried. Every call carries an explicit deadline, and failures arrive as
 domain errors via :func:`runtime.rpc.rpc_errors`.
+
+Every shard call names the shard its route names (``canistry-shard``
+metadata, see :class:`runtime.rpc.Server`), so a stale route to an address
+that another shard now holds is refused ``WrongShard`` and refreshed, never
+served by the wrong shard. Idempotent reads (registry ``Lookup`` and
+``ListShards``, content ``GetUnit``, ``ListUnits`` and stats, hub
+``GetTreasury``, shard status) are sent once more when the peer could not
+be reached (:class:`~runtime.errors.PeerUnreachable`: a dropped connection,
+a peer restarting), within what is left of the first attempt's deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
-
-import grpc
 
 from gateway import metrics
 from gateway.caches import TtlCache
@@ -33,7 +41,13 @@ from protos import (
     shard_pb2_grpc,
 )
 from runtime import logs
-from runtime.errors import ERROR_TRAILER, CanistryError, Unavailable, UnknownUser, WrongShard
+from runtime.errors import (
+    CanistryError,
+    PeerUnreachable,
+    Unavailable,
+    UnknownUser,
+    WrongShard,
+)
 from runtime.rpc import rpc_errors
 from runtime.tls import Role
 
@@ -54,12 +68,7 @@ class Route:
 
 def unreachable(exc: CanistryError) -> bool:
     """Whether ``exc`` means the peer could not be reached (not a reason the peer gave)."""
-    cause = exc.__cause__
-    return (
-        isinstance(exc, Unavailable)
-        and isinstance(cause, grpc.aio.AioRpcError)
-        and not any(k == ERROR_TRAILER for k, _ in (cause.trailing_metadata() or ()))
-    )
+    return isinstance(exc, PeerUnreachable)
 
 
 class Upstream:
@@ -85,8 +94,33 @@ class Upstream:
     async def close(self) -> None:
         await self.channels.close()
 
-    def shard(self, address: str) -> shard_pb2_grpc.UserShardAsyncStub:
-        return shard_pb2_grpc.UserShardStub(self.channels.get(address, Role.SHARD))
+    def shard(self, route: Route) -> shard_pb2_grpc.UserShardAsyncStub:
+        """A stub whose every call is meant for ``route``'s shard (refused by any other)."""
+        return shard_pb2_grpc.UserShardStub(
+            self.channels.get(route.address, Role.SHARD, route.shard_id)
+        )
+
+    async def _read(
+        self, peer: str, call: Callable[[float], Awaitable[T]], timeout_s: float | None = None
+    ) -> T:
+        """``call(timeout)``, an idempotent read, sent once more if ``peer`` was unreachable.
+
+        The retry gets what is left of the first deadline, not a new one.
+        Raises what ``rpc_errors`` raises.
+        """
+        loop = asyncio.get_running_loop()
+        budget = timeout_s or self._deadline
+        deadline = loop.time() + budget
+        try:
+            async with _peer(peer):
+                return await call(budget)
+        except PeerUnreachable:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise
+            log.info("upstream_retry", peer=peer, left_s=round(left, 3))
+        async with _peer(peer):
+            return await call(left)
 
     # -- registry ---------------------------------------------------------------
 
@@ -108,11 +142,9 @@ class Upstream:
                 metrics.CACHE.labels("route", "hit").inc()
                 return cached, True
         metrics.CACHE.labels("route", "miss").inc()
+        request = registry_pb2.LookupRequest(principal=principal)
         try:
-            async with _peer("registry"):
-                a = await self.registry.Lookup(
-                    registry_pb2.LookupRequest(principal=principal), timeout=self._deadline
-                )
+            a = await self._read("registry", lambda t: self.registry.Lookup(request, timeout=t))
         except UnknownUser as exc:
             raise _not_registered(principal, exc) from None
         route = Route(a.shard_id, a.address)
@@ -141,7 +173,7 @@ class Upstream:
             route, from_cache = await self.lookup(principal)
         try:
             async with _peer(route.shard_id):
-                return await call(self.shard(route.address)), route
+                return await call(self.shard(route)), route
         except (UnknownUser, WrongShard) as exc:
             if not from_cache:
                 raise _not_registered(principal, exc) from None
@@ -156,56 +188,57 @@ class Upstream:
         route, _ = await self.lookup(principal, fresh=True)
         try:
             async with _peer(route.shard_id):
-                return await call(self.shard(route.address)), route
+                return await call(self.shard(route)), route
         except (UnknownUser, WrongShard) as exc:
             raise _not_registered(principal, exc) from None
 
     async def shard_status(self, route: Route, timeout_s: float) -> shard_pb2.ShardStatus:
-        async with _peer(route.shard_id):
-            status: shard_pb2.ShardStatus = await self.shard(route.address).GetShardStatus(
-                shard_pb2.GetShardStatusRequest(), timeout=timeout_s
-            )
+        stub = self.shard(route)
+        status: shard_pb2.ShardStatus = await self._read(
+            route.shard_id,
+            lambda t: stub.GetShardStatus(shard_pb2.GetShardStatusRequest(), timeout=t),
+            timeout_s,
+        )
         return status
 
     # -- content ----------------------------------------------------------------
 
     async def get_unit(self, unit_id: str) -> content_pb2.Unit:
-        async with _peer("content service"):
-            unit: content_pb2.Unit = await self.content.GetUnit(
-                content_pb2.GetUnitRequest(unit_id=unit_id), timeout=self._deadline
-            )
+        request = content_pb2.GetUnitRequest(unit_id=unit_id)
+        unit: content_pb2.Unit = await self._read(
+            "content service", lambda t: self.content.GetUnit(request, timeout=t)
+        )
         return unit
 
     async def list_units(self, subject: str, cursor: str, limit: int) -> content_pb2.ListUnitsReply:
-        async with _peer("content service"):
-            page: content_pb2.ListUnitsReply = await self.content.ListUnits(
-                content_pb2.ListUnitsRequest(subject=subject, cursor=cursor, limit=limit),
-                timeout=self._deadline,
-            )
+        request = content_pb2.ListUnitsRequest(subject=subject, cursor=cursor, limit=limit)
+        page: content_pb2.ListUnitsReply = await self._read(
+            "content service", lambda t: self.content.ListUnits(request, timeout=t)
+        )
         return page
 
     async def content_stats(self, timeout_s: float) -> content_pb2.ContentStats:
-        async with _peer("content service"):
-            stats: content_pb2.ContentStats = await self.content.GetContentStats(
-                content_pb2.GetContentStatsRequest(), timeout=timeout_s
-            )
+        request = content_pb2.GetContentStatsRequest()
+        stats: content_pb2.ContentStats = await self._read(
+            "content service", lambda t: self.content.GetContentStats(request, timeout=t), timeout_s
+        )
         return stats
 
     # -- cluster ----------------------------------------------------------------
 
     async def list_shards(self, timeout_s: float | None = None) -> registry_pb2.ShardDirectory:
-        async with _peer("registry"):
-            d: registry_pb2.ShardDirectory = await self.registry.ListShards(
-                registry_pb2.ListShardsRequest(), timeout=timeout_s or self._deadline
-            )
+        request = registry_pb2.ListShardsRequest()
+        d: registry_pb2.ShardDirectory = await self._read(
+            "registry", lambda t: self.registry.ListShards(request, timeout=t), timeout_s
+        )
         return d
 
     async def treasury(self) -> hub_pb2.Treasury:
-        async with _peer("hub"):
-            t: hub_pb2.Treasury = await self.hub.GetTreasury(
-                hub_pb2.GetTreasuryRequest(), timeout=self._deadline
-            )
-        return t
+        request = hub_pb2.GetTreasuryRequest()
+        treasury: hub_pb2.Treasury = await self._read(
+            "hub", lambda t: self.hub.GetTreasury(request, timeout=t)
+        )
+        return treasury
 
 
 def _not_registered(principal: str, exc: CanistryError) -> CanistryError:

@@ -13,6 +13,16 @@ by the peer's identity against the service's rules (``runtime.authz``);
 :func:`make_channel` then presents this process's certificate and checks the
 server's. Without one, both speak plain text: that is for in-process tests
 and an explicit ``--insecure`` only.
+
+Both ends share one :class:`Keepalive` policy, so a server never answers a
+client's idle pings with ``GOAWAY too_many_pings`` (which failed calls in
+flight). The edge authorizes a call before it decodes the request: the
+handler is registered with no deserializer, so gRPC hands the edge raw
+bytes, and only an authorized caller's bytes are parsed; bytes that do not
+parse are ``INVALID_ARGUMENT "malformed request"`` with nothing internal in
+it. A server may also name the shard it is (``shard_id``): then a call whose
+``canistry-shard`` metadata names another shard is refused as
+:class:`~runtime.errors.WrongShard`.
 """
 
 from __future__ import annotations
@@ -35,7 +45,10 @@ from runtime.errors import (
     ERROR_TRAILER,
     CanistryError,
     DeadlineExceeded,
+    InvalidArgument,
+    PeerUnreachable,
     Unavailable,
+    WrongShard,
     from_rpc_error,
 )
 from runtime.lifecycle import Lifecycle
@@ -43,7 +56,10 @@ from runtime.tls import Role, TLSConfig, server_host
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
+    "KEEPALIVE",
+    "SHARD_HEADER",
     "Context",
+    "Keepalive",
     "Server",
     "ServerConfig",
     "ServiceBinding",
@@ -60,9 +76,59 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 #: Deadline applied to any call that does not set its own.
 DEFAULT_DEADLINE_S = 5.0
 
+#: Metadata naming the shard a call is meant for (see :class:`Server`'s ``shard_id``).
+SHARD_HEADER = "canistry-shard"
+
+#: What a server tells a caller whose bytes are not the request message.
+MALFORMED = "malformed request"
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """The one keepalive policy both ends of every Canistry connection follow.
+
+    A client pings each connection, idle or not, so that a dead peer is
+    noticed before a call is made on it. A server must then accept pings at
+    that rate: gRPC's default server policy allows one idle ping per five
+    minutes and answers more with ``GOAWAY too_many_pings``, failing any call
+    in flight on that connection.
+    """
+
+    ping_interval_ms: int = 30_000
+    """How often a client pings a connection, with or without calls on it."""
+    ping_timeout_ms: int = 10_000
+    """How long a client waits for a ping's answer before dropping the connection."""
+
+    def __post_init__(self) -> None:
+        if self.ping_interval_ms < 10 or self.ping_timeout_ms < 10:
+            raise ValueError("keepalive intervals must be >= 10 ms")
+
+    def client_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.keepalive_time_ms", self.ping_interval_ms),
+            ("grpc.keepalive_timeout_ms", self.ping_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # 0: keep pinging an idle connection (the default stops after two).
+            # gRPC then spaces a client's pings at least 1 s apart.
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+    def server_options(self) -> list[tuple[str, int]]:
+        # Half the client's interval: a ping that arrives a little early (timer
+        # slack, a busy loop) must not count as a strike.
+        floor = self.ping_interval_ms // 2
+        return [
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", floor),
+            ("grpc.http2.min_ping_interval_without_data_ms", floor),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+
+
+#: The policy every server and channel uses unless a test shortens it.
+KEEPALIVE = Keepalive()
+
 _CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     # A peer that restarts must be reachable again within a second or two, not
     # after gRPC's default reconnect backoff (up to 120 s).
@@ -85,12 +151,18 @@ class ServerConfig:
     """This process's cluster certificate: serve mutual TLS and authorize each call
     by the caller's identity. None serves plain text and checks nobody (tests only).
     The service dials its peers with the same certificate."""
+    keepalive: Keepalive = KEEPALIVE
+    """The pings this server accepts; the channels dialling it must use the same."""
+    max_receive_bytes: int = 64 * 1024 * 1024
+    """Largest request accepted; a bigger one is refused ``RESOURCE_EXHAUSTED`` unread."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port out of range: {self.port}")
         if self.grace_s < 0:
             raise ValueError("grace_s must be >= 0")
+        if self.max_receive_bytes < 1024:
+            raise ValueError("max_receive_bytes must be >= 1024")
 
 
 @dataclass(frozen=True)
@@ -104,18 +176,30 @@ class ServiceBinding:
 
 
 class _Edge(grpc.aio.ServerInterceptor):
-    """Authorizes, binds the request id, counts calls, and maps errors for every unary RPC.
+    """Authorizes, checks the target shard, decodes, binds the request id, counts
+    calls, and maps errors for every unary RPC.
 
     ``access`` (full method -> roles) is None without TLS: then nobody is checked.
+    ``shard_id`` is the shard this server is, if it is one.
+
+    The handler is re-registered without a request deserializer, so gRPC
+    passes raw bytes and the edge decodes them only after the caller is
+    authorized: an unauthorized peer's bytes are never parsed. (The caller's
+    identity is not known in ``intercept_service``, which sees only the
+    method and metadata, so authorization cannot happen any earlier; gRPC
+    has then read the message, within ``max_receive_bytes``, but not
+    parsed it.)
     """
 
     def __init__(
         self,
         counts: collections.Counter[str],
         access: dict[str, frozenset[Role]] | None = None,
+        shard_id: str | None = None,
     ) -> None:
         self._counts = counts
         self._access = access
+        self._shard_id = shard_id
 
     async def intercept_service(
         self,
@@ -132,9 +216,11 @@ class _Edge(grpc.aio.ServerInterceptor):
             # the handshake checked it. compile_rules allows nothing narrower.
             return handler if allowed is None or allowed == authz.ANY else None
         inner = handler.unary_unary
+        decode = handler.request_deserializer
         counts = self._counts
+        shard_id = self._shard_id
 
-        async def wrapped(request: Any, context: Context) -> Any:
+        async def wrapped(raw: Any, context: Context) -> Any:
             metadata = dict(context.invocation_metadata() or ())
             token = logs.bind_request_id(
                 str(metadata.get(logs.REQUEST_ID_HEADER) or logs.new_request_id())
@@ -143,6 +229,9 @@ class _Edge(grpc.aio.ServerInterceptor):
             try:
                 if allowed is not None:
                     _authorize(method, allowed, context)
+                if shard_id is not None:
+                    _check_target(shard_id, metadata.get(SHARD_HEADER))
+                request = _decode(decode, raw)
                 return await inner(request, context)  # type: ignore[arg-type]
             except CanistryError as exc:
                 log.info("rpc_error", method=method, code=exc.code, detail=exc.message)
@@ -150,6 +239,10 @@ class _Edge(grpc.aio.ServerInterceptor):
                 await context.abort(exc.status, exc.message)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
+            except NotImplementedError:
+                # A generated base method nobody overrode (grpc's aio health
+                # servicer has no List): the client's mistake, not our bug.
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
             except Exception:
                 log.exception("rpc_internal_error", method=method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -158,9 +251,31 @@ class _Edge(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
+
+
+def _decode(decode: Callable[[bytes], Any] | None, raw: Any) -> Any:
+    """The request message parsed from ``raw``. Raises InvalidArgument, naming nothing internal."""
+    if decode is None:
+        return raw
+    try:
+        return decode(raw)
+    except Exception as exc:
+        # DecodeError, or RuntimeWarning-like errors from the C parser: the
+        # class and text describe our internals, so they go to the log only.
+        log.info("rpc_malformed", error=type(exc).__name__, size=len(raw or b""))
+        raise InvalidArgument(MALFORMED) from None
+
+
+def _check_target(shard_id: str, target: str | bytes | None) -> None:
+    """Refuse a call that names a shard other than ``shard_id``. Raises WrongShard."""
+    if target is None:
+        return
+    name = target.decode(errors="replace") if isinstance(target, bytes) else target
+    if name != shard_id:
+        raise WrongShard(f"this is shard {shard_id}, not {name}")
 
 
 def _authorize(method: str, allowed: frozenset[Role], context: Context) -> None:
@@ -184,20 +299,41 @@ class _Introspect(introspect_pb2_grpc.IntrospectServicer):
 class Server(Lifecycle):
     """A gRPC server with health, reflection and the Canistry edge.
 
+    ``shard_id`` names the user shard this server is. Every call the gateway
+    sends a shard names the shard it means in ``canistry-shard`` metadata
+    (the route it took says which), and the edge refuses one that names
+    another shard with :class:`~runtime.errors.WrongShard` before decoding
+    it; the gateway then refreshes its route and retries. So a stale route
+    to an address that a new shard now listens on can never act on the
+    wrong shard. (The alternative, a certificate per shard checked in the
+    handshake, would turn a stale route into a handshake failure that looks
+    like an unreachable peer, and a retry policy that must not retry
+    non-idempotent writes on unreachable peers could not recover it.) A
+    call without the metadata (operators, the hub, tests) is not checked.
+
     ``start()`` binds and reports SERVING; :attr:`address` is valid after it.
     ``stop()`` is idempotent: it reports NOT_SERVING, lets in-flight calls
     finish within ``grace_s``, then closes.
     """
 
-    def __init__(self, name: str, config: ServerConfig, bindings: Sequence[ServiceBinding]) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ServerConfig,
+        bindings: Sequence[ServiceBinding],
+        *,
+        shard_id: str | None = None,
+    ) -> None:
         self.name = name
         self.config = config
+        self.shard_id = shard_id
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         self._server = grpc.aio.server(
-            interceptors=[_Edge(self.rpc_counts, _access(config, bindings))],
+            interceptors=[_Edge(self.rpc_counts, _access(config, bindings), shard_id)],
             options=[
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", config.max_receive_bytes),
+                *config.keepalive.server_options(),
             ],
         )
         self._health = health.aio.HealthServicer()
@@ -286,7 +422,10 @@ def _access(
 
 
 class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds the current request id and a default deadline to every call."""
+    """Adds the current request id, a default deadline and the target shard to every call."""
+
+    def __init__(self, shard_id: str | None = None) -> None:
+        self._shard_id = shard_id
 
     async def intercept_unary_unary(
         self,
@@ -298,6 +437,8 @@ class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
         rid = logs.current_request_id()
         if rid is not None:
             metadata.append((logs.REQUEST_ID_HEADER, rid))
+        if self._shard_id is not None:
+            metadata.append((SHARD_HEADER, self._shard_id))
         new_details = grpc.aio.ClientCallDetails(
             method=details.method,
             timeout=details.timeout if details.timeout is not None else DEFAULT_DEADLINE_S,
@@ -309,7 +450,12 @@ class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 def make_channel(
-    address: str, tls: TLSConfig | None = None, *, server_role: Role | str | None = None
+    address: str,
+    tls: TLSConfig | None = None,
+    *,
+    server_role: Role | str | None = None,
+    shard_id: str | None = None,
+    keepalive: Keepalive = KEEPALIVE,
 ) -> grpc.aio.Channel:
     """A long-lived channel to ``address`` with request-id propagation and default deadlines.
 
@@ -317,36 +463,47 @@ def make_channel(
     and accepts only a server certified by the same cluster CA, and, if
     ``server_role`` is given, only one of that role (a shard dialling the hub
     talks to a hub, whatever listens at the address). Without ``tls`` it is
-    plain text, which a cluster server refuses. Raises ``TLSError`` if the
-    files cannot be read.
+    plain text, which a cluster server refuses. ``shard_id`` names the shard
+    every call on the channel is meant for (see :class:`Server`), and
+    ``keepalive`` must match the server's. Raises ``TLSError`` if the files
+    cannot be read.
     """
+    options: list[tuple[str, Any]] = [*_CHANNEL_OPTIONS, *keepalive.client_options()]
+    interceptors = [_ClientEdge(shard_id)]
     if tls is None:
-        return grpc.aio.insecure_channel(
-            address, options=_CHANNEL_OPTIONS, interceptors=[_ClientEdge()]
-        )
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     m = tls.read()
     creds = grpc.ssl_channel_credentials(
         root_certificates=m.ca_cert, private_key=m.key, certificate_chain=m.cert
     )
-    options = [*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server_host(server_role))]
-    return grpc.aio.secure_channel(address, creds, options=options, interceptors=[_ClientEdge()])
+    options.append(("grpc.ssl_target_name_override", server_host(server_role)))
+    return grpc.aio.secure_channel(address, creds, options=options, interceptors=interceptors)
 
 
 @contextlib.asynccontextmanager
 async def rpc_errors(peer: str) -> AsyncIterator[None]:
     """Translate failed calls inside the block into domain errors.
 
-    A status the peer raised on purpose comes back as its own class; a peer
-    that is down becomes :class:`Unavailable` naming ``peer``.
+    This is the one place that decides whether a peer could be reached. A
+    status the peer raised on purpose (it carries the ``canistry-error``
+    trailer) comes back as its own class; ``UNAVAILABLE`` without the
+    trailer means the call never reached a handler (refused, reset, dropped,
+    a server shutting down) and becomes :class:`PeerUnreachable` naming
+    ``peer``. A peer that reports *its* peer unreachable answered, so that
+    arrives as plain :class:`Unavailable`: only the hop that failed to
+    connect sees :class:`PeerUnreachable`.
     """
     try:
         yield
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAVAILABLE and not _has_trailer(exc):
-            raise Unavailable(f"{peer} is unavailable") from exc
+            raise PeerUnreachable(f"{peer} is unavailable") from exc
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise DeadlineExceeded(f"{peer} did not answer in time") from exc
-        raise from_rpc_error(exc) from exc
+        error = from_rpc_error(exc)
+        if isinstance(error, PeerUnreachable):
+            error = Unavailable(error.message)
+        raise error from exc
 
 
 def _has_trailer(exc: grpc.aio.AioRpcError) -> bool:

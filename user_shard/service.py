@@ -131,8 +131,13 @@ class ShardService(Lifecycle):
             self._content = content_pb2_grpc.ContentStub(self._content_channel)
             await self._connect_hub()
             self._refill_task = asyncio.create_task(self.refiller.run(), name="allowance-refill")
+            # shard_id: the edge refuses calls meant for another shard (a
+            # stale route to an address this shard now holds).
             self._server = Server(
-                f"shard-{self.config.shard_id}", self.config.server, [binding(self)]
+                f"shard-{self.config.shard_id}",
+                self.config.server,
+                [binding(self)],
+                shard_id=self.config.shard_id,
             )
             await self._server.start()
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,10 +11,20 @@ import pytest
 from gateway.config import GatewayConfig
 from gateway.errors import NotRegistered
 from gateway.upstream import Route, Upstream
-from protos import registry_pb2, registry_pb2_grpc, shard_pb2, shard_pb2_grpc
-from runtime.errors import Unavailable, UnknownUser
+from protos import (
+    content_pb2,
+    content_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    shard_pb2,
+    shard_pb2_grpc,
+)
+from runtime.errors import PeerUnreachable, Unavailable, UnknownUser
 from runtime.net import free_port
 from runtime.rpc import Context, Server, ServerConfig, ServiceBinding
+from tests.tcpproxy import Proxy
+from user_shard.config import ShardConfig
+from user_shard.service import ShardService
 
 LOOKUP = "/canistry.registry.v1.Registry/Lookup"
 
@@ -130,3 +141,122 @@ async def test_unknown_everywhere_is_not_registered(world) -> None:  # type: ign
     with pytest.raises(NotRegistered):
         await upstream.on_shard("ghost", _get("ghost"))
     assert reg_server.rpc_counts[LOOKUP] == 2  # a fresh route is not refreshed again
+
+
+class StallOnce(content_pb2_grpc.ContentServicer):
+    """GetUnit hangs on its first call (until the connection goes), then answers."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.stalled = asyncio.Event()
+
+    async def GetUnit(
+        self, request: content_pb2.GetUnitRequest, context: Context
+    ) -> content_pb2.Unit:
+        self.calls += 1
+        if self.calls == 1:
+            self.stalled.set()
+            await asyncio.Event().wait()  # until the call is cancelled
+        return content_pb2.Unit(id=request.unit_id)
+
+
+async def test_an_idempotent_read_is_retried_once_when_the_connection_drops(
+    tmp_path: Path,
+) -> None:
+    content = StallOnce()
+    binding = ServiceBinding(
+        "canistry.content.v1.Content",
+        lambda s: content_pb2_grpc.add_ContentServicer_to_server(content, s),
+    )
+    async with Server("content", ServerConfig(grace_s=0), [binding]) as server:
+        async with Proxy(server.address) as proxy:
+            cfg = GatewayConfig(
+                registry_address="127.0.0.1:1",
+                content_address=proxy.address,
+                hub_address="127.0.0.1:1",
+                data_dir=tmp_path,
+                rpc_deadline_s=5.0,
+            )
+            upstream = Upstream(cfg)
+            try:
+                call = asyncio.ensure_future(upstream.get_unit("u1"))
+                await asyncio.wait_for(content.stalled.wait(), 5)
+                proxy.drop()  # the connection resets under the call in flight
+                unit = await asyncio.wait_for(call, 5)
+                assert unit.id == "u1"
+                assert content.calls == 2 and proxy.connections == 2
+            finally:
+                await upstream.close()
+
+
+async def test_a_read_from_a_peer_that_stays_down_fails_fast_within_its_deadline(
+    tmp_path: Path,
+) -> None:
+    cfg = GatewayConfig(
+        registry_address=f"127.0.0.1:{free_port()}",
+        content_address=f"127.0.0.1:{free_port()}",
+        hub_address=f"127.0.0.1:{free_port()}",
+        data_dir=tmp_path,
+        rpc_deadline_s=3.0,
+    )
+    upstream = Upstream(cfg)
+    loop = asyncio.get_running_loop()
+    try:
+        for read in (upstream.get_unit("u1"), upstream.list_shards(), upstream.treasury()):
+            started = loop.time()
+            with pytest.raises(PeerUnreachable):
+                await read
+            assert loop.time() - started < 3.0
+    finally:
+        await upstream.close()
+
+
+def _shard(tmp_path: Path, shard_id: str) -> ShardService:
+    return ShardService(
+        ShardConfig(
+            shard_id=shard_id,
+            data_dir=tmp_path / shard_id,
+            hub_address="127.0.0.1:1",
+            content_address="127.0.0.1:1",
+            server=ServerConfig(grace_s=0),
+            durable=False,
+        )
+    )
+
+
+async def test_a_stale_route_never_acts_on_the_wrong_shard(tmp_path: Path) -> None:
+    """A route to shard a that leads to shard b's address is refused by b and refreshed."""
+    registry = FakeRegistry()
+    profile = shard_pb2.Profile(
+        name="Ada", email="ada@example.org", education="university", gender="f"
+    )
+    async with (
+        _server("registry", registry) as reg_server,
+        _shard(tmp_path, "a") as shard_a,
+        _shard(tmp_path, "b") as shard_b,
+    ):
+        cfg = GatewayConfig(
+            registry_address=reg_server.address,
+            content_address="127.0.0.1:1",
+            hub_address="127.0.0.1:1",
+            data_dir=tmp_path / "gw",
+            rpc_deadline_s=3.0,
+        )
+        upstream = Upstream(cfg)
+        try:
+            registry.routes["ada"] = Route("a", shard_a.address)
+            # The cache still holds a's id at an address that b now listens on.
+            upstream.routes.put("ada", Route("a", shard_b.address))
+            reply, route = await upstream.on_shard(
+                "ada",
+                lambda stub: stub.CreateUser(
+                    shard_pb2.CreateUserRequest(principal="ada", profile=profile), timeout=3
+                ),
+            )
+            assert reply.created and route == Route("a", shard_a.address)
+            assert shard_b.store.user(b"ada") is None
+            assert shard_a.store.user(b"ada") is not None
+            assert shard_b.server.rpc_counts["/canistry.shard.v1.UserShard/CreateUser"] == 1
+            assert reg_server.rpc_counts[LOOKUP] == 1
+        finally:
+            await upstream.close()

@@ -59,3 +59,37 @@ async def test_unreachable_peer_is_unavailable() -> None:
                 await introspect_pb2_grpc.IntrospectStub(ch).GetRpcCounts(
                     introspect_pb2.GetRpcCountsRequest(), timeout=2
                 )
+
+
+async def test_only_a_peer_that_could_not_be_reached_is_peer_unreachable() -> None:
+    from runtime.errors import PeerUnreachable
+    from runtime.net import free_port
+
+    async with rpc.make_channel(f"127.0.0.1:{free_port()}") as ch:
+        with pytest.raises(PeerUnreachable, match="nobody"):
+            async with rpc.rpc_errors("nobody"):
+                await introspect_pb2_grpc.IntrospectStub(ch).GetRpcCounts(
+                    introspect_pb2.GetRpcCountsRequest(), timeout=2
+                )
+
+    class DownstreamGone(introspect_pb2_grpc.IntrospectServicer):
+        async def GetRpcCounts(self, request, context):
+            raise PeerUnreachable("content service is unavailable")
+
+    # A peer that answers "my own peer is unreachable" was reached: the
+    # caller sees Unavailable, not PeerUnreachable (no retry, no route refresh).
+    server = rpc.Server("t", rpc.ServerConfig(), [])
+    server._server = grpc.aio.server(interceptors=[rpc._Edge(server.rpc_counts)])
+    introspect_pb2_grpc.add_IntrospectServicer_to_server(DownstreamGone(), server._server)
+    port = server._server.add_insecure_port("127.0.0.1:0")
+    await server._server.start()
+    try:
+        async with rpc.make_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(Unavailable) as info:
+                async with rpc.rpc_errors("t"):
+                    await introspect_pb2_grpc.IntrospectStub(ch).GetRpcCounts(
+                        introspect_pb2.GetRpcCountsRequest()
+                    )
+            assert not isinstance(info.value, PeerUnreachable)
+    finally:
+        await server._server.stop(0)
