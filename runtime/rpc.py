@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -52,6 +53,7 @@ from runtime.errors import (
     from_rpc_error,
 )
 from runtime.lifecycle import Lifecycle
+from runtime.metrics import observe_rpc
 from runtime.tls import Role, TLSConfig, server_host
 
 __all__ = [
@@ -193,10 +195,12 @@ class _Edge(grpc.aio.ServerInterceptor):
 
     def __init__(
         self,
+        service: str,
         counts: collections.Counter[str],
         access: dict[str, frozenset[Role]] | None = None,
         shard_id: str | None = None,
     ) -> None:
+        self._service = service
         self._counts = counts
         self._access = access
         self._shard_id = shard_id
@@ -219,8 +223,11 @@ class _Edge(grpc.aio.ServerInterceptor):
         decode = handler.request_deserializer
         counts = self._counts
         shard_id = self._shard_id
+        service = self._service
 
         async def wrapped(raw: Any, context: Context) -> Any:
+            started = time.perf_counter()
+            outcome = "ok"
             metadata = dict(context.invocation_metadata() or ())
             token = logs.bind_request_id(
                 str(metadata.get(logs.REQUEST_ID_HEADER) or logs.new_request_id())
@@ -234,20 +241,27 @@ class _Edge(grpc.aio.ServerInterceptor):
                 request = _decode(decode, raw)
                 return await inner(request, context)  # type: ignore[arg-type]
             except CanistryError as exc:
+                outcome = exc.code
                 log.info("rpc_error", method=method, code=exc.code, detail=exc.message)
                 context.set_trailing_metadata(((ERROR_TRAILER, exc.code),))
                 await context.abort(exc.status, exc.message)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            except grpc.aio.AbortError:
                 raise
             except NotImplementedError:
                 # A generated base method nobody overrode (grpc's aio health
                 # servicer has no List): the client's mistake, not our bug.
+                outcome = "unimplemented"
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
             except Exception:
+                outcome = "internal"
                 log.exception("rpc_internal_error", method=method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
                 logs.reset_request_id(token)
+                observe_rpc(service, method, outcome, time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
@@ -329,7 +343,7 @@ class Server(Lifecycle):
         self.shard_id = shard_id
         self.rpc_counts: collections.Counter[str] = collections.Counter()
         self._server = grpc.aio.server(
-            interceptors=[_Edge(self.rpc_counts, _access(config, bindings), shard_id)],
+            interceptors=[_Edge(name, self.rpc_counts, _access(config, bindings), shard_id)],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_receive_bytes),

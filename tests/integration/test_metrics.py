@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -33,7 +34,8 @@ async def test_every_service_serves_metrics(shared_cluster: Cluster) -> None:
     unit = SAMPLE[0]
     assert (await direct.submit(principal, unit["id"], right_answers(unit))).passed
 
-    result = subprocess.run(
+    result = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "canistry", "status", "--metrics",
          "--data-dir", str(shared_cluster.config.data_dir)],
         capture_output=True, text=True, timeout=60,
@@ -48,6 +50,10 @@ async def test_every_service_serves_metrics(shared_cluster: Cluster) -> None:
     content = _samples(urls["content"])
     assert content["canistry_content_units{}"] == len(SAMPLE)
     assert _total(content, "canistry_content_verifications_total{outcome=passed}") >= 1
+    assert _total(content, "canistry_rpc_requests_total{code=ok,method=Content/VerifyQuiz") >= 1
     shard = _samples(urls["shard-0001"])
     assert _total(shard, "canistry_commit_batch_jobs_count") >= 1
+    assert _total(shard, "canistry_rpc_seconds_count{method=UserShard/SubmitQuiz") >= 1
+    registry = _samples(urls["registry"])
+    assert _total(registry, "canistry_rpc_requests_total{code=ok,method=Registry/Assign") >= 1
 
