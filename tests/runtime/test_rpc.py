@@ -30,7 +30,7 @@ async def test_domain_errors_cross_the_wire_as_themselves() -> None:
 
     # Use a bare binding to register a servicer that raises.
     server = rpc.Server("t", rpc.ServerConfig(), [])
-    server._server = grpc.aio.server(interceptors=[rpc._Edge(server.rpc_counts)])
+    server._server = grpc.aio.server(interceptors=[rpc._Edge("test", server.rpc_counts)])
     introspect_pb2_grpc.add_IntrospectServicer_to_server(Boom(), server._server)
     health_pb2_grpc.add_HealthServicer_to_server(Crash(), server._server)
     port = server._server.add_insecure_port("127.0.0.1:0")
@@ -79,7 +79,7 @@ async def test_only_a_peer_that_could_not_be_reached_is_peer_unreachable() -> No
     # A peer that answers "my own peer is unreachable" was reached: the
     # caller sees Unavailable, not PeerUnreachable (no retry, no route refresh).
     server = rpc.Server("t", rpc.ServerConfig(), [])
-    server._server = grpc.aio.server(interceptors=[rpc._Edge(server.rpc_counts)])
+    server._server = grpc.aio.server(interceptors=[rpc._Edge("test", server.rpc_counts)])
     introspect_pb2_grpc.add_IntrospectServicer_to_server(DownstreamGone(), server._server)
     port = server._server.add_insecure_port("127.0.0.1:0")
     await server._server.start()
