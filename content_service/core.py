@@ -9,7 +9,7 @@ pure ``quiz`` module; answer keys go no further than :meth:`Content.verify`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -18,12 +18,14 @@ from content_service import quiz
 from content_service.pack import SLUG_PATTERN, is_slug, parse_pack
 from content_service.store import ContentStore, ImportSummary, Page
 from protos import content_pb2
-from runtime.errors import InvalidArgument
+from runtime.errors import CanistryError, InvalidArgument
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "Content", "Verdict"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_BATCH", "MAX_PAGE_SIZE", "Content", "Verdict"]
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+#: The most submissions one VerifyQuizBatch call may carry.
+MAX_BATCH = 1024
 
 VERIFICATIONS = Counter(
     "canistry_content_verifications", "Quiz submissions graded, by outcome", ["outcome"]
@@ -69,6 +71,23 @@ class Content:
         result = quiz.verify(stored, answers)
         VERIFICATIONS.labels("passed" if result.passed else "failed").inc()
         return Verdict(result, stored.unit.reward, stored.unit.version)
+
+    def verify_batch(
+        self, items: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> list[Verdict | CanistryError]:
+        """Grade each ``(unit_id, answers)`` alone: a bad item is its own error, not the batch's.
+
+        Raises :class:`InvalidArgument` only for a batch over :data:`MAX_BATCH`.
+        """
+        if len(items) > MAX_BATCH:
+            raise InvalidArgument(f"a batch holds at most {MAX_BATCH} submissions")
+        out: list[Verdict | CanistryError] = []
+        for unit_id, answers in items:
+            try:
+                out.append(self.verify(unit_id, answers))
+            except CanistryError as exc:
+                out.append(exc)
+        return out
 
     def stats(self) -> tuple[int, list[str]]:
         return self.store.stats()

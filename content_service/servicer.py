@@ -6,9 +6,10 @@ codes; nothing here catches them.
 
 from __future__ import annotations
 
-from content_service.core import Content
+from content_service.core import Content, Verdict
 from protos import content_pb2, content_pb2_grpc
 from runtime.authz import Rules
+from runtime.errors import CanistryError
 from runtime.rpc import Context
 from runtime.tls import Role
 
@@ -23,6 +24,7 @@ ACCESS: Rules = {
     "ListUnits": _READERS,
     "GetUnit": _READERS,
     "VerifyQuiz": {Role.SHARD},
+    "VerifyQuizBatch": {Role.SHARD},
     "GetContentStats": _READERS,
 }
 
@@ -56,17 +58,33 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
     async def VerifyQuiz(
         self, request: content_pb2.VerifyQuizRequest, context: Context
     ) -> content_pb2.VerifyQuizReply:
-        verdict = self._content.verify(request.unit_id, request.answers)
-        return content_pb2.VerifyQuizReply(
-            passed=verdict.result.passed,
-            score=verdict.result.score,
-            total=verdict.result.total,
-            reward=verdict.reward,
-            unit_version=verdict.unit_version,
-        )
+        return _reply(self._content.verify(request.unit_id, request.answers))
+
+    async def VerifyQuizBatch(
+        self, request: content_pb2.VerifyQuizBatchRequest, context: Context
+    ) -> content_pb2.VerifyQuizBatchReply:
+        verdicts = self._content.verify_batch([(i.unit_id, i.answers) for i in request.items])
+        return content_pb2.VerifyQuizBatchReply(outcomes=[_outcome(v) for v in verdicts])
 
     async def GetContentStats(
         self, request: content_pb2.GetContentStatsRequest, context: Context
     ) -> content_pb2.ContentStats:
         count, subjects = self._content.stats()
         return content_pb2.ContentStats(unit_count=count, subjects=subjects)
+
+
+def _reply(verdict: Verdict) -> content_pb2.VerifyQuizReply:
+    return content_pb2.VerifyQuizReply(
+        passed=verdict.result.passed,
+        score=verdict.result.score,
+        total=verdict.result.total,
+        reward=verdict.reward,
+        unit_version=verdict.unit_version,
+    )
+
+
+def _outcome(verdict: Verdict | CanistryError) -> content_pb2.VerifyQuizOutcome:
+    if isinstance(verdict, CanistryError):
+        error = content_pb2.VerifyQuizError(code=verdict.code, message=verdict.message)
+        return content_pb2.VerifyQuizOutcome(error=error)
+    return content_pb2.VerifyQuizOutcome(reply=_reply(verdict))

@@ -56,6 +56,11 @@ class ContentStub:
                 request_serializer=protos_dot_content__pb2.VerifyQuizRequest.SerializeToString,
                 response_deserializer=protos_dot_content__pb2.VerifyQuizReply.FromString,
                 _registered_method=True)
+        self.VerifyQuizBatch = channel.unary_unary(
+                '/canistry.content.v1.Content/VerifyQuizBatch',
+                request_serializer=protos_dot_content__pb2.VerifyQuizBatchRequest.SerializeToString,
+                response_deserializer=protos_dot_content__pb2.VerifyQuizBatchReply.FromString,
+                _registered_method=True)
         self.GetContentStats = channel.unary_unary(
                 '/canistry.content.v1.Content/GetContentStats',
                 request_serializer=protos_dot_content__pb2.GetContentStatsRequest.SerializeToString,
@@ -92,6 +97,14 @@ class ContentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyQuizBatch(self, request, context):
+        """Many submissions' answers in one call: a shard merges concurrent
+        verifications into one batch, as group commit merges writes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetContentStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -120,6 +133,11 @@ def add_ContentServicer_to_server(servicer, server):
                     servicer.VerifyQuiz,
                     request_deserializer=protos_dot_content__pb2.VerifyQuizRequest.FromString,
                     response_serializer=protos_dot_content__pb2.VerifyQuizReply.SerializeToString,
+            ),
+            'VerifyQuizBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyQuizBatch,
+                    request_deserializer=protos_dot_content__pb2.VerifyQuizBatchRequest.FromString,
+                    response_serializer=protos_dot_content__pb2.VerifyQuizBatchReply.SerializeToString,
             ),
             'GetContentStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetContentStats,
@@ -237,6 +255,33 @@ class Content:
             '/canistry.content.v1.Content/VerifyQuiz',
             protos_dot_content__pb2.VerifyQuizRequest.SerializeToString,
             protos_dot_content__pb2.VerifyQuizReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyQuizBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.content.v1.Content/VerifyQuizBatch',
+            protos_dot_content__pb2.VerifyQuizBatchRequest.SerializeToString,
+            protos_dot_content__pb2.VerifyQuizBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class ContentStub:
     ListUnits: _grpc.UnaryUnaryMultiCallable[_content_pb2.ListUnitsRequest, _content_pb2.ListUnitsReply]
     GetUnit: _grpc.UnaryUnaryMultiCallable[_content_pb2.GetUnitRequest, _content_pb2.Unit]
     VerifyQuiz: _grpc.UnaryUnaryMultiCallable[_content_pb2.VerifyQuizRequest, _content_pb2.VerifyQuizReply]
+    VerifyQuizBatch: _grpc.UnaryUnaryMultiCallable[_content_pb2.VerifyQuizBatchRequest, _content_pb2.VerifyQuizBatchReply]
+    """Many submissions' answers in one call: a shard merges concurrent
+    verifications into one batch, as group commit merges writes.
+    """
     GetContentStats: _grpc.UnaryUnaryMultiCallable[_content_pb2.GetContentStatsRequest, _content_pb2.ContentStats]
 
 @_typing.type_check_only
@@ -52,6 +56,10 @@ class ContentAsyncStub(ContentStub):
     ListUnits: _aio.UnaryUnaryMultiCallable[_content_pb2.ListUnitsRequest, _content_pb2.ListUnitsReply]  # type: ignore[assignment]
     GetUnit: _aio.UnaryUnaryMultiCallable[_content_pb2.GetUnitRequest, _content_pb2.Unit]  # type: ignore[assignment]
     VerifyQuiz: _aio.UnaryUnaryMultiCallable[_content_pb2.VerifyQuizRequest, _content_pb2.VerifyQuizReply]  # type: ignore[assignment]
+    VerifyQuizBatch: _aio.UnaryUnaryMultiCallable[_content_pb2.VerifyQuizBatchRequest, _content_pb2.VerifyQuizBatchReply]  # type: ignore[assignment]
+    """Many submissions' answers in one call: a shard merges concurrent
+    verifications into one batch, as group commit merges writes.
+    """
     GetContentStats: _aio.UnaryUnaryMultiCallable[_content_pb2.GetContentStatsRequest, _content_pb2.ContentStats]  # type: ignore[assignment]
 
 class ContentServicer(metaclass=_abc_1.ABCMeta):
@@ -86,6 +94,16 @@ class ContentServicer(metaclass=_abc_1.ABCMeta):
         request: _content_pb2.VerifyQuizRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_content_pb2.VerifyQuizReply, _abc.Awaitable[_content_pb2.VerifyQuizReply]]: ...
+
+    @_abc_1.abstractmethod
+    def VerifyQuizBatch(
+        self,
+        request: _content_pb2.VerifyQuizBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_content_pb2.VerifyQuizBatchReply, _abc.Awaitable[_content_pb2.VerifyQuizBatchReply]]:
+        """Many submissions' answers in one call: a shard merges concurrent
+        verifications into one batch, as group commit merges writes.
+        """
 
     @_abc_1.abstractmethod
     def GetContentStats(

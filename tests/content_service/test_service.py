@@ -221,3 +221,32 @@ def test_config_is_validated(tmp_path: Path) -> None:
         ContentConfig(data_dir=str(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         ContentConfig(data_dir=tmp_path, cache_units=-1)
+
+
+async def test_a_batch_grades_each_item_alone_and_in_order(stub) -> None:
+    second = SAMPLE[1]
+    q1 = FIRST.unit.quiz.questions[0]
+    wrong = next(c.id for c in q1.choices if c.id != FIRST.answers[q1.id])
+    items = [
+        content_pb2.VerifyQuizRequest(unit_id=FIRST.unit.id, answers=dict(FIRST.answers)),
+        content_pb2.VerifyQuizRequest(unit_id="nope-1", answers={"q1": "a"}),
+        content_pb2.VerifyQuizRequest(unit_id=FIRST.unit.id, answers={q1.id: wrong}),
+        content_pb2.VerifyQuizRequest(unit_id=second.unit.id, answers={"no-such-q": "a"}),
+        content_pb2.VerifyQuizRequest(unit_id=second.unit.id, answers=dict(second.answers)),
+    ]
+    reply = await stub.VerifyQuizBatch(content_pb2.VerifyQuizBatchRequest(items=items))
+    kinds = [o.WhichOneof("outcome") for o in reply.outcomes]
+    assert kinds == ["reply", "error", "reply", "error", "reply"]
+    first, missing, failed, malformed, passed = reply.outcomes
+    assert first.reply.passed and first.reply.reward == FIRST.unit.reward
+    assert missing.error.code == UnknownUnit.code
+    assert not failed.reply.passed
+    assert malformed.error.code == "invalid-argument"
+    assert passed.reply.passed and passed.reply.reward == second.unit.reward
+    for one, alone in zip(items, reply.outcomes, strict=True):  # the same as one call each
+        if alone.WhichOneof("outcome") == "reply":
+            assert await stub.VerifyQuiz(one) == alone.reply
+
+    too_many = content_pb2.VerifyQuizBatchRequest(items=[items[0]] * 1025)
+    code, _, trailer = await status_of(stub.VerifyQuizBatch(too_many))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and trailer == "invalid-argument"
