@@ -24,6 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.core import Caller, Gateway, Reply, wall_clock_ms
 from gateway.edge import Edge, install_handlers
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from gateway.idempotency import MAX_KEY as MAX_IDEMPOTENCY_KEY
 from gateway.problems import MEDIA_TYPE
 from gateway.views import dumps
 
@@ -43,8 +44,9 @@ IdempotencyKey = Annotated[
     Header(
         alias=IDEMPOTENCY_HEADER,
         min_length=1,
-        max_length=200,
         pattern=r"^[\x21-\x7e]+$",
+        # Documented, but checked by idempotency.check_key: a 400 that names the limit.
+        json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY},
         description="replays within 24 h return the first reply and change nothing",
     ),
 ]
