@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from gateway import idempotency, metrics, signing, views
 from gateway.caches import CachedBody, TtlCache, body_etag
 from gateway.config import GatewayConfig
-from gateway.errors import MissingAuthorization
+from gateway.errors import MissingAuthorization, RateLimited
+from gateway.ratelimit import TokenBuckets
 from gateway.store import GatewayStore
 from gateway.upstream import Route, Upstream
 from protos import registry_pb2, shard_pb2
@@ -74,6 +75,10 @@ class Gateway(Lifecycle):
             config.content_cache_ttl_s, config.content_cache_size
         )
         self._cluster: TtlCache[str, bytes] = TtlCache(config.cluster_cache_ttl_s, 1)
+        # In this worker's memory only: see gateway.ratelimit.
+        self.registrations = TokenBuckets(
+            config.register_rate, config.register_burst, max_clients=config.rate_limit_clients
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
         self._stopped = False
@@ -191,6 +196,19 @@ class Gateway(Lifecycle):
         return reply
 
     # -- users ------------------------------------------------------------------
+
+    def admit_registration(self, client_address: str) -> None:
+        """Spend a token of ``client_address``'s registration bucket.
+
+        Raises :class:`RateLimited` (429, with ``Retry-After``) when it is empty.
+        """
+        wait_s = self.registrations.take(client_address)
+        if wait_s > 0:
+            raise RateLimited(
+                f"at most {self.config.register_burst} registrations at once and "
+                f"{self.config.register_rate:g} a second from one address",
+                self.registrations.retry_after_s(wait_s),
+            )
 
     async def register(self, principal: str, profile: Mapping[str, str]) -> Reply:
         """Assign a shard (idempotent), create the user there (idempotent); 201 new, 200 known."""

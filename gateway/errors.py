@@ -14,7 +14,7 @@ Like every Canistry error, each has a stable ``code``; the problem document's
     ├── IdempotencyQuotaExceeded   429  this principal keeps too many stored replies
     └── RateLimited                429  too many registrations from this address; Retry-After
     Unavailable
-    └── TooManyConnections         503  the worker holds its most connections
+    └── Overloaded                 503  the worker holds its most connections or requests
     UnknownUser
     └── NotRegistered              404  the signed principal has no account yet
     Conflict
@@ -58,11 +58,11 @@ __all__ = [
     "NoSuchRoute",
     "NonceReused",
     "NotRegistered",
+    "Overloaded",
     "RateLimited",
     "RequestInvalid",
     "RequestTimeout",
     "StaleTimestamp",
-    "TooManyConnections",
     "Unauthenticated",
 ]
 
@@ -135,8 +135,8 @@ class RateLimited(LimitExceeded):
         self.retry_after_s = retry_after_s
 
 
-class TooManyConnections(Unavailable):
-    code = "too-many-connections"
+class Overloaded(Unavailable):
+    code = "overloaded"
 
 
 class RequestTimeout(InvalidArgument):

@@ -82,7 +82,7 @@ _TITLES = {
     "internal": "Internal server error",
     "idempotency-quota": "Too many stored idempotent replies",
     "rate-limited": "Too many requests",
-    "too-many-connections": "Too many connections",
+    "overloaded": "Server overloaded",
     "request-timeout": "Request not received in time",
     "malformed-request": "Malformed HTTP request",
     "store-full": "Storage full",

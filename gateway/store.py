@@ -25,6 +25,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -222,12 +223,12 @@ def _owner(skey: bytes) -> bytes:
     return skey.split(b"\x00", 1)[0]
 
 
-def _count(txn: lmdb.Transaction, owner: bytes, quota: object) -> int:
+def _count(txn: lmdb.Transaction, owner: bytes, quota: Any) -> int:
     raw = txn.get(owner, db=quota)
     return int(_U64.unpack(bytes(raw))[0]) if raw is not None else 0
 
 
-def _uncount(txn: lmdb.Transaction, owner: bytes, quota: object) -> None:
+def _uncount(txn: lmdb.Transaction, owner: bytes, quota: Any) -> None:
     count = _count(txn, owner, quota)
     if count <= 1:  # replies stored before quotas were counted may take it below zero
         txn.delete(owner, db=quota)
