@@ -193,3 +193,27 @@ async def test_requests_past_the_concurrency_cap_get_503() -> None:
     release.set()
     await asyncio.gather(*tasks)
     assert [s[0]["status"] for s in sent[:2]] == [200, 200] and edge.in_flight == 0
+
+
+async def test_long_idempotency_keys_are_a_clear_400(url: str) -> None:
+    api = await registered(url, "Keyes")
+    for path, method, doc in (
+        ("/v1/me", "PATCH", {"name": "K"}),
+        ("/v1/units/science-001/submissions", "POST", {"answers": {"q1": "a"}}),
+    ):
+        body = json.dumps(doc).encode()
+        assert api.identity is not None
+        r = await api.http.request(
+            method,
+            path,
+            content=body,
+            headers={
+                "Authorization": api.identity.authorization(method, path, body),
+                "Content-Type": "application/json",
+                "Idempotency-Key": "k" * 65,
+            },
+        )
+        assert r.status_code == 400 and r.headers["content-type"] == PROBLEM, r.text
+        assert r.json()["type"] == TYPES + "idempotency-key-too-long"
+        assert "64" in r.json()["detail"]
+    await api.aclose()
