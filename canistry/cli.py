@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="gateway worker processes (default: up to 2, one per core)",
     )
+    up.add_argument(
+        "--register-rate",
+        type=float,
+        default=5.0,
+        metavar="PER_S",
+        help="gateway registrations per second per client address, per worker (default 5)",
+    )
+    up.add_argument(
+        "--register-burst",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="registrations one client address may send at once (default 20)",
+    )
     up.add_argument("--soft-limit", type=_positive_int, default=90_000)
     up.add_argument("--hard-limit", type=_positive_int, default=100_000)
     up.add_argument("--min-shards", type=_positive_int, default=1)
@@ -150,6 +164,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             cap=args.cap,
             base_allowance=args.base_allowance,
             warm_pool=args.warm_pool,
+            register_rate=args.register_rate,
+            register_burst=args.register_burst,
         )
         if args.workers is not None:
             config = dataclasses.replace(config, gateway_workers=args.workers)

@@ -53,6 +53,10 @@ class UpConfig:
     """The HTTP gateway's port on 127.0.0.1; 0 picks a free one."""
     gateway_workers: int = field(default_factory=default_workers)
     """Gateway worker processes (they share nonces and replies through LMDB)."""
+    register_rate: float = 5.0
+    """Registrations per second per client address at each gateway worker."""
+    register_burst: int = 20
+    """Registrations one client address may send at once."""
     soft_limit: int = 90_000
     """Users per shard at which the hub spawns another shard."""
     hard_limit: int = 100_000
@@ -82,6 +86,8 @@ class UpConfig:
             raise UpError(
                 f"need 1 <= soft limit <= hard limit, got {self.soft_limit}, {self.hard_limit}"
             )
+        if self.register_rate <= 0 or self.register_burst < 1:
+            raise UpError("--register-rate must be positive and --register-burst at least 1")
         if self.min_shards < 1:
             raise UpError("--min-shards must be at least 1")
         if self.scale_interval_s <= 0:
@@ -273,6 +279,7 @@ class Cluster:
             "--ready-file", str(lay.ready_file("gateway").resolve()),
             "--tls-dir", str(lay.tls_dir("gateway").resolve()),
             "--workers", str(c.gateway_workers),
+            "--register-rate", str(c.register_rate), "--register-burst", str(c.register_burst),
             "--registry", addr["registry"], "--content", addr["content"], "--hub", addr["hub"],
         )  # fmt: skip
         child = Child("gateway", argv, lay.ready_file("gateway"), lay.log_file("gateway"))

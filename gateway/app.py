@@ -24,6 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.core import Caller, Gateway, Reply, wall_clock_ms
 from gateway.edge import Edge, install_handlers
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from gateway.idempotency import MAX_KEY as MAX_IDEMPOTENCY_KEY
 from gateway.problems import MEDIA_TYPE
 from gateway.views import dumps
 
@@ -43,8 +44,9 @@ IdempotencyKey = Annotated[
     Header(
         alias=IDEMPOTENCY_HEADER,
         min_length=1,
-        max_length=200,
         pattern=r"^[\x21-\x7e]+$",
+        # Documented, but checked by idempotency.check_key: a 400 that names the limit.
+        json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY},
         description="replays within 24 h return the first reply and change nothing",
     ),
 ]
@@ -113,6 +115,12 @@ async def signed(
 SignedRequest = Annotated[Signed, Depends(signed)]
 
 
+def _registration_admitted(request: Request) -> None:
+    """Spend a registration token of the client's address, before the signature is checked."""
+    client = request.client
+    _gateway(request).admit_registration(client.host if client is not None else "")
+
+
 def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json",
                     headers={"Cache-Control": "no-store"})  # fmt: skip
@@ -155,7 +163,13 @@ def create_app(
         redoc_url=None,
     )
     install_handlers(app, retry_after_s=config.retry_after_s)
-    app.add_middleware(Edge, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        Edge,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout_s=config.body_timeout_s,
+        max_concurrency=config.max_concurrency,
+        retry_after_s=config.retry_after_s,
+    )
     max_age = config.content_max_age_s
 
     @app.post(
@@ -164,9 +178,10 @@ def create_app(
         response_model=models.Registration,
         responses={
             200: {"model": models.Registration, "description": "already registered"},
-            **_problems(*_SIGNED, 409),
+            **_problems(*_SIGNED, 409, 429),
         },
         summary="Register the signing principal",
+        dependencies=[Depends(_registration_admitted)],
     )
     async def register(
         body: models.RegisterRequest,
@@ -189,7 +204,7 @@ def create_app(
     @app.patch(
         "/v1/me",
         response_model=models.Me,
-        responses=_problems(*_SIGNED, 404, 409),
+        responses=_problems(*_SIGNED, 404, 409, 429),
         summary="Change profile fields",
     )
     async def patch_me(

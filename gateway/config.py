@@ -67,6 +67,31 @@ class GatewayConfig:
     """How long in-flight requests may finish once a stop starts."""
     sweep_interval_s: float = 30.0
     """How often expired nonces and replies are deleted."""
+    store_map_bytes: int = 1 << 32
+    """Largest the gateway's LMDB may grow. Near it, new nonces and replies are refused
+    with 503 + ``Retry-After`` (room is kept for the sweeper's deletes) until expiry frees
+    space."""
+    idempotency_quota: int = 1000
+    """Replies (and claims) one principal may keep stored at once; 429 beyond, until the
+    sweeper expires old ones. With the register rate limit, this bounds the store."""
+    register_rate: float = 5.0
+    """``POST /v1/users`` per second refilled to each client address's token bucket (kept
+    in memory per worker, so with N workers a client gets up to N times this)."""
+    register_burst: int = 20
+    """The bucket's size: registrations a client address may send at once."""
+    rate_limit_clients: int = 100_000
+    """Client addresses whose buckets each worker remembers (least recently used go first)."""
+    header_timeout_s: float = 10.0
+    """A request's line and headers must arrive within this of its first byte (or of the
+    connection opening); else the connection is closed."""
+    body_timeout_s: float = 20.0
+    """A request's body must arrive within this of its headers; else 408 and close."""
+    keep_alive_s: int = 5
+    """How long an idle keep-alive connection stays open between requests."""
+    max_connections: int = 1000
+    """Open connections each worker accepts; more are answered 503 and closed."""
+    max_concurrency: int = 500
+    """Requests in progress in each worker (uvicorn ``limit_concurrency``); 503 beyond."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -82,15 +107,22 @@ class GatewayConfig:
         positive = (
             "clock_skew_s", "route_cache_ttl_s", "content_cache_ttl_s", "cluster_cache_ttl_s",
             "rpc_deadline_s", "submit_deadline_s", "idempotency_ttl_s", "idempotency_claim_s",
-            "sweep_interval_s",
+            "sweep_interval_s", "register_rate", "header_timeout_s", "body_timeout_s",
         )  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.idempotency_ttl_s < 24 * 3600:
             raise ValueError("idempotency_ttl_s must be at least 24 hours (DESIGN §7)")
-        for name in ("route_cache_size", "content_cache_size", "max_body_bytes"):
+        sizes = (
+            "route_cache_size", "content_cache_size", "max_body_bytes", "idempotency_quota",
+            "register_burst", "rate_limit_clients", "keep_alive_s", "max_connections",
+            "max_concurrency",
+        )  # fmt: skip
+        for name in sizes:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.store_map_bytes < 1 << 18:
+            raise ValueError("store_map_bytes must be at least 256 KiB")
         if self.content_max_age_s < 0 or self.retry_after_s < 1 or self.grace_s < 0:
             raise ValueError("content_max_age_s >= 0, retry_after_s >= 1 and grace_s >= 0")

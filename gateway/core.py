@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from gateway import idempotency, metrics, signing, views
 from gateway.caches import CachedBody, TtlCache, body_etag
 from gateway.config import GatewayConfig
-from gateway.errors import MissingAuthorization
+from gateway.errors import MissingAuthorization, RateLimited
+from gateway.ratelimit import TokenBuckets
 from gateway.store import GatewayStore
 from gateway.upstream import Route, Upstream
 from protos import registry_pb2, shard_pb2
@@ -61,7 +62,11 @@ class Gateway(Lifecycle):
     ) -> None:
         self.config = config
         self._clock_ms = clock_ms
-        self.store = GatewayStore(config.data_dir / "gateway.lmdb")
+        self.store = GatewayStore(
+            config.data_dir / "gateway.lmdb",
+            map_size=config.store_map_bytes,
+            quota=config.idempotency_quota,
+        )
         self._upstream: Upstream | None = None
         self.units: TtlCache[str, CachedBody] = TtlCache(
             config.content_cache_ttl_s, config.content_cache_size
@@ -70,6 +75,10 @@ class Gateway(Lifecycle):
             config.content_cache_ttl_s, config.content_cache_size
         )
         self._cluster: TtlCache[str, bytes] = TtlCache(config.cluster_cache_ttl_s, 1)
+        # In this worker's memory only: see gateway.ratelimit.
+        self.registrations = TokenBuckets(
+            config.register_rate, config.register_burst, max_clients=config.rate_limit_clients
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
         self._stopped = False
@@ -100,6 +109,8 @@ class Gateway(Lifecycle):
         await self.store.stop()
 
     async def _sweep_forever(self) -> None:
+        """Sweep every ``sweep_interval_s`` until cancelled; a failed sweep is logged, and
+        the next one tries again (a sweeper that died would leave the store to fill)."""
         while True:
             await asyncio.sleep(self.config.sweep_interval_s)
             try:
@@ -108,7 +119,7 @@ class Gateway(Lifecycle):
                 )
                 if gone:
                     log.info("gateway_swept", entries=gone)
-            except CanistryError:
+            except Exception:
                 log.exception("gateway_sweep_failed")
 
     # -- auth -------------------------------------------------------------------
@@ -130,8 +141,13 @@ class Gateway(Lifecycle):
         principal = signing.verify(
             header, method=method, path=path, body=body, now_ms=now, max_skew_ms=skew_ms
         )
+        # A nonce kept past the last instant verify accepts its ts is known at every
+        # instant its request could be replayed, in every worker.
         await self.store.remember_nonce(
-            header.public_key, header.nonce_bytes, expires_ms=header.ts_ms + skew_ms, now_ms=now
+            header.public_key,
+            header.nonce_bytes,
+            expires_ms=signing.last_accepted_ms(header.ts_ms, skew_ms) + 1,
+            now_ms=now,
         )
         return Caller(principal, header.public_key)
 
@@ -163,15 +179,36 @@ class Gateway(Lifecycle):
             return Reply(stored.status, stored.body)
         try:
             reply = await run()
+            await self.store.complete(
+                skey,
+                fp,
+                status=reply.status,
+                body=reply.body,
+                now_ms=self._clock_ms(),
+                ttl_ms=ttl_ms,
+            )
         except BaseException:
-            await asyncio.shield(self.store.release(skey, fp))
+            # The claim must not block a retry for claim_s; a release that fails too (a
+            # full store) leaves it to expire, and the first error is the one to report.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release(skey, fp))
             raise
-        await self.store.complete(
-            skey, fp, status=reply.status, body=reply.body, now_ms=self._clock_ms(), ttl_ms=ttl_ms
-        )
         return reply
 
     # -- users ------------------------------------------------------------------
+
+    def admit_registration(self, client_address: str) -> None:
+        """Spend a token of ``client_address``'s registration bucket.
+
+        Raises :class:`RateLimited` (429, with ``Retry-After``) when it is empty.
+        """
+        wait_s = self.registrations.take(client_address)
+        if wait_s > 0:
+            raise RateLimited(
+                f"at most {self.config.register_burst} registrations at once and "
+                f"{self.config.register_rate:g} a second from one address",
+                self.registrations.retry_after_s(wait_s),
+            )
 
     async def register(self, principal: str, profile: Mapping[str, str]) -> Reply:
         """Assign a shard (idempotent), create the user there (idempotent); 201 new, 200 known."""

@@ -2,14 +2,17 @@
 
 :class:`Edge` is pure ASGI middleware, outermost in the app: it binds the
 request id (from ``X-Request-ID`` or a new one) so that it reaches every gRPC
-call through :mod:`runtime.logs`, caps the body, times the request, and turns
-any exception that escaped the routes into a bare 500 problem document.
+call through :mod:`runtime.logs`, caps the body's size and the time it may
+take to arrive (408 and close), caps the requests in progress (503 beyond),
+times the request, and turns any exception that escaped the routes into a
+bare 500 problem document.
 :func:`install_handlers` maps domain errors, FastAPI's validation errors and
 Starlette's 404/405 to problem documents.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -25,7 +28,9 @@ from gateway.errors import (
     BodyTooLarge,
     MethodNotAllowed,
     NoSuchRoute,
+    Overloaded,
     RequestInvalid,
+    RequestTimeout,
     Unauthenticated,
 )
 from gateway.problems import INTERNAL, MEDIA_TYPE, Problem, problem_for
@@ -57,9 +62,21 @@ def problem_response(problem: Problem, *, instance: str, request_id: str | None)
 class Edge:
     """Outermost middleware; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float = 20.0,
+        max_concurrency: int = 500,
+        retry_after_s: int = 2,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.max_concurrency = max_concurrency
+        self.retry_after_s = retry_after_s
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,10 +100,13 @@ class Edge:
                 ]
             await send(message)
 
+        self.in_flight += 1
         try:
             too_big = _declared_length(scope) > self.max_body_bytes
             if too_big:
                 await self._reject_body(scope, send_with_id, request_id)
+            elif self.in_flight > self.max_concurrency:
+                await self._refuse_busy(scope, send_with_id, request_id)
             else:
                 await self.app(scope, self._capped(receive), send_with_id)
         except Exception:
@@ -99,6 +119,7 @@ class Edge:
             else:
                 raise
         finally:
+            self.in_flight -= 1
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(scope["method"], template, str(status)).inc()
@@ -106,19 +127,49 @@ class Edge:
             logs.reset_request_id(token)
 
     def _capped(self, receive: Receive) -> Receive:
+        """``receive`` with the body capped in size, and in time from the first read."""
         seen = 0
         limit = self.max_body_bytes
+        deadline: float | None = None
+        complete = False
 
         async def capped() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline, complete
+            if complete:  # later reads wait for a disconnect: no deadline for those
+                return await receive()
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"the body did not arrive within {self.body_timeout_s:g} s"
+                ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise HTTPException(413, f"the body is larger than {limit} bytes")
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         return capped
+
+    async def _refuse_busy(self, scope: Scope, send: Send, request_id: str) -> None:
+        problem = problem_for(
+            Overloaded("this server has its most requests in progress; retry shortly"),
+            retry_after_s=self.retry_after_s,
+            now_s=time.time(),
+        )
+        response = problem_response(problem, instance=scope.get("path", ""), request_id=request_id)
+        response.headers["Connection"] = "close"
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)
 
     async def _reject_body(self, scope: Scope, send: Send, request_id: str) -> None:
         problem = problem_for(
@@ -190,6 +241,8 @@ def install_handlers(app: FastAPI, *, retry_after_s: int) -> None:
             mapped = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
         elif exc.status_code == 413:
             mapped = BodyTooLarge(str(exc.detail))
+        elif exc.status_code == 408:
+            mapped = RequestTimeout(str(exc.detail))
         elif exc.status_code in (401, 403):
             mapped = PermissionDenied(str(exc.detail))
         elif 400 <= exc.status_code < 500:
@@ -197,6 +250,8 @@ def install_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         else:
             return respond(request, exc)
         response = respond(request, mapped)
+        if exc.status_code in (408, 413):  # the rest of the body is not worth reading
+            response.headers["Connection"] = "close"
         if exc.headers and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response

@@ -10,6 +10,11 @@ Like every Canistry error, each has a stable ``code``; the problem document's
         ├── BadSignature                the signature does not verify for this request
         ├── StaleTimestamp              ts is more than the allowed skew off our clock
         └── NonceReused                 this key used this nonce within the window
+    LimitExceeded
+    ├── IdempotencyQuotaExceeded   429  this principal keeps too many stored replies
+    └── RateLimited                429  too many registrations from this address; Retry-After
+    Unavailable
+    └── Overloaded                 503  the worker holds its most connections or requests
     UnknownUser
     └── NotRegistered              404  the signed principal has no account yet
     Conflict
@@ -17,6 +22,9 @@ Like every Canistry error, each has a stable ``code``; the problem document's
     InvalidArgument
     ├── RequestInvalid             422  the body, query or path fails its schema
     ├── BodyTooLarge               413
+    ├── RequestTimeout             408  the body did not arrive in time
+    ├── MalformedRequest           400  not HTTP/1.1 the parser can read
+    ├── IdempotencyKeyTooLong      400  an Idempotency-Key over 64 characters
     └── MethodNotAllowed           405
     NotFound
     └── NoSuchRoute                404
@@ -27,19 +35,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.errors import Conflict, InvalidArgument, NotFound, PermissionDenied, UnknownUser
+from runtime.errors import (
+    Conflict,
+    InvalidArgument,
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    UnknownUser,
+)
 
 __all__ = [
     "BadAuthorization",
     "BadSignature",
     "BodyTooLarge",
     "IdempotencyKeyInFlight",
+    "IdempotencyKeyTooLong",
+    "IdempotencyQuotaExceeded",
+    "MalformedRequest",
     "MethodNotAllowed",
     "MissingAuthorization",
     "NoSuchRoute",
     "NonceReused",
     "NotRegistered",
+    "Overloaded",
+    "RateLimited",
     "RequestInvalid",
+    "RequestTimeout",
     "StaleTimestamp",
     "Unauthenticated",
 ]
@@ -97,3 +119,33 @@ class MethodNotAllowed(InvalidArgument):
 
 class NoSuchRoute(NotFound):
     code = "no-such-route"
+
+
+class IdempotencyQuotaExceeded(LimitExceeded):
+    code = "idempotency-quota"
+
+
+class RateLimited(LimitExceeded):
+    """Too many requests from one client address; ``retry_after_s`` says when to try again."""
+
+    code = "rate-limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+
+class RequestTimeout(InvalidArgument):
+    code = "request-timeout"
+
+
+class MalformedRequest(InvalidArgument):
+    code = "malformed-request"
+
+
+class IdempotencyKeyTooLong(InvalidArgument):
+    code = "idempotency-key-too-long"

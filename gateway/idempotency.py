@@ -16,7 +16,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from gateway.errors import IdempotencyKeyInFlight
+from gateway.errors import IdempotencyKeyInFlight, IdempotencyKeyTooLong
 from runtime.errors import IdempotencyKeyReused, InvalidArgument
 
 __all__ = [
@@ -32,8 +32,9 @@ __all__ = [
 ]
 
 HEADER = "Idempotency-Key"
-MAX_KEY = 200
-_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+#: Longest key kept: a key is stored with every reply for 24 h, so it is kept short.
+MAX_KEY = 64
+_KEY = re.compile(r"[\x21-\x7e]+")
 _PENDING, _DONE = b"P", b"D"
 _HEAD = struct.Struct(">c32sQH")
 
@@ -48,7 +49,12 @@ class Record:
 
 
 def check_key(key: str) -> str:
-    """The key if it is 1..200 visible ASCII characters; else InvalidArgument."""
+    """The key if it is 1 to :data:`MAX_KEY` visible ASCII characters.
+
+    Raises :class:`IdempotencyKeyTooLong` (400) beyond, else InvalidArgument.
+    """
+    if len(key) > MAX_KEY:
+        raise IdempotencyKeyTooLong(f"{HEADER} must be at most {MAX_KEY} characters")
     if not _KEY.fullmatch(key):
         raise InvalidArgument(f"{HEADER} must be 1 to {MAX_KEY} visible ASCII characters")
     return key

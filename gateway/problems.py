@@ -15,7 +15,9 @@ from gateway.errors import (
     BodyTooLarge,
     IdempotencyKeyInFlight,
     MethodNotAllowed,
+    RateLimited,
     RequestInvalid,
+    RequestTimeout,
     Unauthenticated,
 )
 from gateway.signing import SCHEME
@@ -44,6 +46,7 @@ STATUS: dict[type[CanistryError], int] = {
     InvalidArgument: 400,
     RequestInvalid: 422,
     BodyTooLarge: 413,
+    RequestTimeout: 408,
     MethodNotAllowed: 405,
     Unauthenticated: 401,
     PermissionDenied: 403,
@@ -77,6 +80,12 @@ _TITLES = {
     "deadline-exceeded": "Upstream timed out",
     "wrong-shard": "Routing in flux",
     "internal": "Internal server error",
+    "idempotency-quota": "Too many stored idempotent replies",
+    "rate-limited": "Too many requests",
+    "overloaded": "Server overloaded",
+    "request-timeout": "Request not received in time",
+    "malformed-request": "Malformed HTTP request",
+    "store-full": "Storage full",
 }
 
 _DAY_S = 86_400
@@ -141,6 +150,8 @@ def problem_for(exc: BaseException, *, retry_after_s: int, now_s: float) -> Prob
     extra: dict[str, Any] = {}
     if status == 503:
         headers["Retry-After"] = str(retry_after_s)
+    elif isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, exc.retry_after_s))
     elif isinstance(exc, DailyLimitExceeded):
         headers["Retry-After"] = str(max(1, _DAY_S - int(now_s) % _DAY_S))
     elif status == 401:

@@ -3,7 +3,8 @@
 :func:`run_gateway` blocks until SIGTERM/SIGINT and drains in-flight
 requests (``grace_s``); a second SIGINT exits at once. With ``workers > 1``
 the parent binds the socket, starts the workers (uvicorn's supervisor
-restarts one that dies), and points Prometheus at a shared directory so that
+restarts one that dies; a worker exits if the supervisor dies, see
+:mod:`gateway.parent_watch`), and points Prometheus at a shared directory so that
 ``/metrics`` on any worker shows them all. Workers share nonces and
 idempotent replies through the gateway's LMDB.
 
@@ -22,6 +23,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,12 +31,14 @@ from uvicorn.supervisors import Multiprocess
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, default_workers
+from gateway.http_protocol import ProtocolFactory
 from gateway.metrics import MULTIPROC_ENV
+from gateway.parent_watch import die_with_parent
 from runtime import logs
 from runtime.files import write_atomically
 from runtime.tls import TLSConfig
 
-__all__ = ["add_arguments", "config_from_args", "run_gateway"]
+__all__ = ["add_arguments", "config_from_args", "protocol_factory", "run_gateway"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,14 @@ class _AppFactory:
     ready_file: Path | None
     log_level: str
     configure_logs: bool
+    parent_pid: int | None = None
+    """The supervisor of spawned workers: a worker exits when it dies."""
 
     def __call__(self) -> FastAPI:
         if self.configure_logs:  # a spawned worker starts with no logging set up
             logs.configure("gateway", level=self.log_level)
+        if self.parent_pid is not None:
+            die_with_parent(self.parent_pid)
         return create_app(self.config, on_ready=self._ready)
 
     def _ready(self) -> None:
@@ -92,11 +100,23 @@ def run_gateway(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(config.grace_s) or None,
+        timeout_keep_alive=config.keep_alive_s,
+        # Deadlines for headers and bodies, the connection cap and problem documents
+        # for malformed requests (concurrency is capped by gateway.edge.Edge).
+        http=cast(Any, protocol_factory(config)),
     )
     sock = _bind(config.host, config.port)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
     address = f"{host}:{sock.getsockname()[1]}"
-    uv.app = _AppFactory(config, address, ready_file, log_level, configure_logs=config.workers > 1)
+    multi = config.workers > 1
+    uv.app = _AppFactory(
+        config,
+        address,
+        ready_file,
+        log_level,
+        configure_logs=multi,
+        parent_pid=os.getpid() if multi else None,
+    )
     try:
         if config.workers > 1:
             Multiprocess(uv, sockets=[sock]).run()
@@ -105,6 +125,16 @@ def run_gateway(
     finally:
         sock.close()
     return 0
+
+
+def protocol_factory(config: GatewayConfig) -> ProtocolFactory:
+    """The per-connection protocol of uvicorn, with ``config``'s limits."""
+    return ProtocolFactory(
+        header_timeout_s=config.header_timeout_s,
+        body_timeout_s=config.body_timeout_s,
+        max_connections=config.max_connections,
+        retry_after_s=config.retry_after_s,
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -141,6 +171,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=default_workers(),
         help=f"worker processes (default {default_workers()})",
     )
+    d = GatewayConfig.__dataclass_fields__
+    parser.add_argument(
+        "--register-rate",
+        type=float,
+        default=d["register_rate"].default,
+        metavar="PER_S",
+        help="POST /v1/users per second per client address, in each worker "
+        "(default %(default)s; 429 beyond)",
+    )
+    parser.add_argument(
+        "--register-burst",
+        type=int,
+        default=d["register_burst"].default,
+        metavar="N",
+        help="registrations one client address may send at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=d["max_connections"].default,
+        metavar="N",
+        help="open connections per worker; more get 503 and are closed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d["header_timeout_s"].default,
+        metavar="S",
+        help="seconds a request's headers may take to arrive (default %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=d["body_timeout_s"].default,
+        metavar="S",
+        help="seconds a request's body may take to arrive; 408 beyond (default %(default)s)",
+    )
 
 
 def config_from_args(args: argparse.Namespace, tls: TLSConfig | None) -> GatewayConfig:
@@ -154,4 +221,9 @@ def config_from_args(args: argparse.Namespace, tls: TLSConfig | None) -> Gateway
         port=args.port,
         workers=args.workers,
         tls=tls,
+        register_rate=args.register_rate,
+        register_burst=args.register_burst,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
     )

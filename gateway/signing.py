@@ -36,6 +36,7 @@ __all__ = [
     "b64url_decode",
     "b64url_encode",
     "canonical_message",
+    "last_accepted_ms",
     "parse_authorization",
     "sign",
     "verify",
@@ -143,8 +144,10 @@ def verify(
 ) -> str:
     """Check the clock skew and the signature; return the signer's principal text.
 
-    Raises :class:`StaleTimestamp` or :class:`BadSignature`. The nonce is not
-    checked here: that needs the shared store.
+    A timestamp is accepted while ``|now_ms - ts| <= max_skew_ms``, so last at
+    :func:`last_accepted_ms`. Raises :class:`StaleTimestamp` or
+    :class:`BadSignature`. The nonce is not checked here: that needs the
+    shared store.
     """
     if abs(now_ms - header.ts_ms) > max_skew_ms:
         raise StaleTimestamp(
@@ -157,6 +160,12 @@ def verify(
     except (InvalidSignature, ValueError):
         raise BadSignature("the signature does not match this request and key") from None
     return principal_of_key(header.public_key)
+
+
+def last_accepted_ms(ts_ms: int, max_skew_ms: int) -> int:
+    """The last clock reading at which :func:`verify` accepts ``ts_ms``; a nonce must be
+    remembered at least until then, or its request could be replayed."""
+    return ts_ms + max_skew_ms
 
 
 def sign(

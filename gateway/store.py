@@ -5,6 +5,14 @@ is refused by every other, and a reply stored by one is replayed by all,
 across restarts. Each worker writes through its own
 :class:`~runtime.store.GroupCommitter`.
 
+Bounds: each principal keeps at most ``quota`` replies (a count per principal
+in the ``quota`` database, decremented when a reply is released or swept;
+:class:`~gateway.errors.IdempotencyQuotaExceeded` beyond). New nonces and
+claims are refused with :class:`~runtime.errors.StoreFull` once the live pages
+reach the map less a reserve: LMDB copies pages even to delete, so the
+sweeper needs free room to make room. Sweeps run in small transactions for
+the same reason.
+
 Durability: nonce commits are not fsynced (they are written to the file, so
 they survive a ``kill -9`` of any worker; only an OS crash could lose the
 last few, and those requests' timestamps expire within the skew window
@@ -15,33 +23,50 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
 from gateway import idempotency
-from gateway.errors import NonceReused
+from gateway.errors import IdempotencyQuotaExceeded, NonceReused
+from runtime import logs
+from runtime.errors import StoreFull, Unavailable
 from runtime.store import StoreConfig, WrittenStore
 
 __all__ = ["GatewayStore"]
 
+log = logs.get_logger(__name__)
+
 _U64 = struct.Struct(">Q")
-_SWEEP_BATCH = 5_000
+_SWEEP_BATCH = 500
+_DATABASES = ("nonces", "nonce_expiry", "replies", "reply_expiry", "quota")
+#: Pages kept free for deletes: a tenth of the map, and never fewer than this.
+_MIN_RESERVE_PAGES = 32
 
 
 class GatewayStore(WrittenStore):
     """Open with ``async with GatewayStore(path) as store:`` (or ``start()``/``stop()``)."""
 
-    def __init__(self, path: Path, *, map_size: int = 1 << 32) -> None:
+    def __init__(self, path: Path, *, map_size: int = 1 << 32, quota: int = 1000) -> None:
         super().__init__(
-            StoreConfig(
-                path=path,
-                databases=("nonces", "nonce_expiry", "replies", "reply_expiry"),
-                map_size=map_size,
-                durable=False,
-            )
+            StoreConfig(path=path, databases=_DATABASES, map_size=map_size, durable=False)
         )
         self.path = path
+        self.quota = quota
+
+    def _check_room(self, txn: lmdb.Transaction) -> None:
+        """Raise :class:`StoreFull` when live pages leave less than the reserve free."""
+        s = self.store
+        psize = s.env.stat()["psize"]
+        pages = s.config.map_size // psize
+        live = 8  # meta pages, the main database, the freelist's own pages: a little slack
+        for name in _DATABASES:
+            st = txn.stat(s.db(name))
+            live += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        if live + max(pages // 10, _MIN_RESERVE_PAGES) > pages:
+            raise StoreFull(f"store {self.path.name} is full; try again later")
 
     # -- nonces -----------------------------------------------------------------
 
@@ -58,6 +83,7 @@ class GatewayStore(WrittenStore):
         key = public_key + nonce
 
         def write(txn: lmdb.Transaction) -> None:
+            self._check_room(txn)
             value = _U64.pack(expires_ms)
             if not txn.put(key, value, db=nonces, overwrite=False):
                 if not _expired(bytes(txn.get(key, db=nonces) or b""), None, now_ms):
@@ -74,10 +100,13 @@ class GatewayStore(WrittenStore):
     ) -> idempotency.Record | None:
         """Claim ``skey`` for a request, or return the reply stored under it.
 
-        Raises as :func:`gateway.idempotency.decide` does.
+        Raises as :func:`gateway.idempotency.decide` does, and
+        :class:`IdempotencyQuotaExceeded` when the principal already keeps
+        ``quota`` replies, :class:`StoreFull` when the store has no room.
         """
         s = self.store
-        replies, index = s.db("replies"), s.db("reply_expiry")
+        replies, index, quota = s.db("replies"), s.db("reply_expiry"), s.db("quota")
+        owner = _owner(skey)
 
         def write(txn: lmdb.Transaction) -> idempotency.Record | None:
             raw = txn.get(skey, db=replies)
@@ -87,6 +116,15 @@ class GatewayStore(WrittenStore):
             )
             if stored is not None:
                 return stored
+            self._check_room(txn)
+            if raw is None:  # a new key: it counts against the principal's quota
+                count = _count(txn, owner, quota)
+                if count >= self.quota:
+                    raise IdempotencyQuotaExceeded(
+                        f"at most {self.quota} idempotent replies are kept per user; "
+                        "reuse keys, or retry once older ones expire (24 h)"
+                    )
+                txn.put(owner, _U64.pack(count + 1), db=quota)
             txn.put(skey, idempotency.encode(idempotency.Record(False, fp, now_ms)), db=replies)
             txn.put(_U64.pack(now_ms + ttl_ms) + skey, b"", db=index)
             return None
@@ -107,11 +145,15 @@ class GatewayStore(WrittenStore):
             txn.put(_U64.pack(now_ms + ttl_ms) + skey, b"", db=index)
 
         await self.committer.submit(write)
-        await asyncio.to_thread(s.env.sync, True)
+        try:
+            await asyncio.to_thread(s.env.sync, True)
+        except lmdb.Error as exc:  # the cause is logged, never sent
+            log.error("gateway_store_sync_failed", error=repr(exc))
+            raise Unavailable(f"store {self.path.name} could not sync; try again later") from exc
 
     async def release(self, skey: bytes, fp: bytes) -> None:
         """Drop this request's claim (it failed), so that a retry may run."""
-        replies = self.store.db("replies")
+        replies, quota = self.store.db("replies"), self.store.db("quota")
 
         def write(txn: lmdb.Transaction) -> None:
             raw = txn.get(skey, db=replies)
@@ -119,42 +161,79 @@ class GatewayStore(WrittenStore):
                 rec = idempotency.decode(bytes(raw))
                 if not rec.done and rec.fingerprint == fp:
                     txn.delete(skey, db=replies)
+                    _uncount(txn, _owner(skey), quota)
 
         await self.committer.submit(write)
 
     # -- expiry -----------------------------------------------------------------
 
     async def sweep(self, now_ms: int, *, reply_ttl_ms: int) -> int:
-        """Forget expired nonces and replies, a batch at a time; returns how many went."""
+        """Forget expired nonces and replies; returns how many index entries went.
+
+        Each transaction deletes at most a few hundred entries, and fewer
+        when even that finds no room, down to one at a time: a delete must
+        copy pages, and a full store has few to spare. Raises
+        :class:`StoreFull` only if a single delete cannot commit.
+        """
         s = self.store
+        quota = s.db("quota")
         pairs = (
             (s.db("nonce_expiry"), s.db("nonces"), None),
             (s.db("reply_expiry"), s.db("replies"), reply_ttl_ms),
         )
 
-        def write(txn: lmdb.Transaction) -> int:
-            gone = 0
-            for index, data, ttl_ms in pairs:
-                cur = txn.cursor(db=index)
-                while gone < _SWEEP_BATCH and cur.first():
-                    ikey = bytes(cur.key())
-                    (expires,) = _U64.unpack_from(ikey)
-                    if expires > now_ms:
-                        break
-                    key = ikey[_U64.size :]
-                    raw = txn.get(key, db=data)
-                    if raw is not None and _expired(bytes(raw), ttl_ms, now_ms):
-                        txn.delete(key, db=data)
-                    cur.delete()
-                    gone += 1
-            return gone
+        def batch_of(limit: int) -> Callable[[lmdb.Transaction], int]:
+            def write(txn: lmdb.Transaction) -> int:
+                gone = 0
+                for index, data, ttl_ms in pairs:
+                    cur = txn.cursor(db=index)
+                    while gone < limit and cur.first():
+                        ikey = bytes(cur.key())
+                        (expires,) = _U64.unpack_from(ikey)
+                        if expires > now_ms:
+                            break
+                        key = ikey[_U64.size :]
+                        raw = txn.get(key, db=data)
+                        if raw is not None and _expired(bytes(raw), ttl_ms, now_ms):
+                            txn.delete(key, db=data)
+                            if ttl_ms is not None:
+                                _uncount(txn, _owner(key), quota)
+                        cur.delete()
+                        gone += 1
+                return gone
 
-        total = 0
+            return write
+
+        total, limit = 0, _SWEEP_BATCH
         while True:
-            gone: int = await self.committer.submit(write)
+            try:
+                gone: int = await self.committer.submit(batch_of(limit))
+            except StoreFull:
+                if limit == 1:
+                    raise
+                limit = max(1, limit // 8)
+                continue
             total += gone
-            if gone < _SWEEP_BATCH:
+            if gone < limit:
                 return total
+
+
+def _owner(skey: bytes) -> bytes:
+    """The principal part of a reply's key (see :func:`gateway.idempotency.store_key`)."""
+    return skey.split(b"\x00", 1)[0]
+
+
+def _count(txn: lmdb.Transaction, owner: bytes, quota: Any) -> int:
+    raw = txn.get(owner, db=quota)
+    return int(_U64.unpack(bytes(raw))[0]) if raw is not None else 0
+
+
+def _uncount(txn: lmdb.Transaction, owner: bytes, quota: Any) -> None:
+    count = _count(txn, owner, quota)
+    if count <= 1:  # replies stored before quotas were counted may take it below zero
+        txn.delete(owner, db=quota)
+    else:
+        txn.put(owner, _U64.pack(count - 1), db=quota)
 
 
 def _expired(raw: bytes, ttl_ms: int | None, now_ms: int) -> bool:

@@ -33,8 +33,16 @@ def gw_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def gateway(
     gw_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    """One worker, so that its caches are the only ones (the multi-worker test starts its own)."""
-    gw = start_gateway(gw_cluster, tmp_path_factory.mktemp("gateway"), workers=1)
+    """One worker, so that its caches are the only ones (the multi-worker test starts its own).
+
+    Every test registers from 127.0.0.1, so the registration rate limit is lifted here;
+    tests/gateway/test_edge_limits.py starts a gateway with a tight one."""
+    gw = start_gateway(
+        gw_cluster,
+        tmp_path_factory.mktemp("gateway"),
+        workers=1,
+        extra=("--register-rate", "1000", "--register-burst", "100000"),
+    )
     yield gw
     assert gw.stop() == 0, gw.log_file.read_text()[-3000:]
 

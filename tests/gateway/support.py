@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,8 +39,12 @@ class GatewayProcess:
         return self.proc.returncode
 
 
-def start_gateway(cluster: Cluster, data_dir: Path, *, workers: int = 1) -> GatewayProcess:
-    """``canistry serve gateway`` against ``cluster``, on a free port; returns once it is ready."""
+def start_gateway(
+    cluster: Cluster, data_dir: Path, *, workers: int = 1, extra: Sequence[str] = ()
+) -> GatewayProcess:
+    """``canistry serve gateway`` against ``cluster``, on a free port; returns once it is ready.
+
+    ``extra`` adds flags (``--register-rate 1``, ``--header-timeout 2``...)."""
     addr = {n: c.address for n, c in cluster.children.items()}
     data_dir.mkdir(parents=True, exist_ok=True)
     ready, log_file = data_dir / "ready", data_dir / "gateway.log"
@@ -49,6 +54,7 @@ def start_gateway(cluster: Cluster, data_dir: Path, *, workers: int = 1) -> Gate
         "--ready-file", str(ready), "--workers", str(workers),
         "--tls-dir", str(cluster.layout.tls_dir("gateway")),
         "--registry", addr["registry"], "--content", addr["content"], "--hub", addr["hub"],
+        *extra,
     ]  # fmt: skip
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)

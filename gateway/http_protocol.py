@@ -1,0 +1,181 @@
+"""uvicorn's httptools protocol with the limits a public edge needs, and problem documents.
+
+uvicorn closes idle keep-alive connections but has no deadline for a request's
+headers or body, no cap on connections, and answers unparseable requests
+``text/plain``. :class:`GatewayProtocol` adds, per worker:
+
+- a header deadline: a request's line and headers must arrive within
+  ``header_timeout_s`` of its first byte (of the connection opening, for the
+  first request), else ``408`` and close;
+- a body backstop: once the headers are in, the body must be complete a
+  second after ``body_timeout_s`` (:class:`gateway.edge.Edge` answers 408 at
+  ``body_timeout_s`` when the app reads it; this closes connections whose body
+  nobody reads);
+- a connection cap: past ``max_connections`` open connections, a new one gets
+  ``503`` with ``Retry-After`` and is closed;
+- malformed HTTP answered as a ``malformed-request`` problem document.
+
+uvicorn builds one protocol per connection by calling ``config.http``;
+:class:`ProtocolFactory` is that callable (picklable, for spawned workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.errors import MalformedRequest, Overloaded, RequestTimeout
+from gateway.problems import MEDIA_TYPE, problem_for
+from gateway.views import dumps
+from runtime import logs
+from runtime.errors import CanistryError
+
+__all__ = ["GatewayProtocol", "ProtocolFactory"]
+
+log = logs.get_logger(__name__)
+
+#: How long a refused connection is read (and ignored) after its answer, before closing.
+_LINGER_S = 1.0
+
+
+@dataclass(frozen=True)
+class ProtocolFactory:
+    """What uvicorn calls for each connection (pass it as ``uvicorn.Config(http=...)``)."""
+
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+    retry_after_s: int
+
+    def __call__(self, **kwargs: Any) -> GatewayProtocol:
+        return GatewayProtocol(limits=self, **kwargs)
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """See the module docstring."""
+
+    def __init__(self, *, limits: ProtocolFactory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limits = limits
+        self._deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # -- connection -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self._refused = True
+            self.transport = transport
+            log.warning("http_connection_refused", open=len(self.connections))
+            self._reply_and_close(
+                Overloaded("this server holds its most connections; retry shortly"), "/"
+            )
+            return
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_s, self._headers_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    # -- parser callbacks -------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # a keep-alive request: its clock starts now
+            self._arm(self.limits.header_timeout_s, self._headers_late)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+        self._arm(self.limits.body_timeout_s + 1.0, self._body_late)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser rejects: here a problem document."""
+        self._reply_and_close(
+            MalformedRequest("the request is not HTTP/1.1 that this server can read"), "/"
+        )
+
+    # -- deadlines --------------------------------------------------------------
+
+    def _arm(self, delay_s: float, callback: Any) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(delay_s, callback)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _headers_late(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.info("http_headers_timeout", client=str(self.client))
+            self._reply_and_close(
+                RequestTimeout(
+                    f"the request headers did not arrive within {self.limits.header_timeout_s:g} s"
+                ),
+                "/",
+            )
+
+    def _body_late(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            log.info("http_body_timeout", client=str(self.client))
+            self.transport.close()
+
+    # -- raw replies ------------------------------------------------------------
+
+    def _reply_and_close(self, error: CanistryError, instance: str) -> None:
+        """Write ``error`` as a whole problem-document response, then close.
+
+        The write side closes at once; reading goes on (and is ignored) until the
+        client closes or a second passes: closing with unread bytes would send a
+        reset, and the client could lose the answer.
+        """
+        self._refused = True
+        self.transport.write(
+            raw_problem(error, instance, self.server_state.default_headers, self.limits)
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._arm(_LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
+
+
+def raw_problem(
+    error: CanistryError,
+    instance: str,
+    default_headers: list[tuple[bytes, bytes]],
+    limits: ProtocolFactory,
+) -> bytes:
+    """An HTTP/1.1 response carrying ``error``'s problem document, ``Connection: close``."""
+    request_id = logs.new_request_id()
+    problem = problem_for(error, retry_after_s=limits.retry_after_s, now_s=time.time())
+    body = dumps(problem.document(instance=instance, request_id=request_id))
+    status = http.HTTPStatus(problem.status)
+    lines = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
+    lines += [name + b": " + value for name, value in default_headers]
+    headers = {
+        "content-type": MEDIA_TYPE,
+        "content-length": str(len(body)),
+        "connection": "close",
+        logs.REQUEST_ID_HEADER.lower(): request_id,
+        **{k.lower(): v for k, v in problem.headers.items()},
+    }
+    lines += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
