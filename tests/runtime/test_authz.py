@@ -18,6 +18,7 @@ RULES: authz.Rules = {
     "ListUnits": {Role.GATEWAY},
     "GetUnit": {Role.GATEWAY},
     "VerifyQuiz": {Role.SHARD},
+    "VerifyQuizBatch": {Role.SHARD},
     "GetContentStats": {Role.OPERATOR, Role.SHARD},
 }
 
