@@ -149,3 +149,24 @@ async def test_a_registration_cut_by_a_killed_shard_leaves_no_ghost(
         shard.kill()
         await content.stop()
         await hub.stop()
+
+
+async def test_a_real_cluster_confirms_profiles_over_mutual_tls(shared_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The registry's census reaches hub-spawned shards with its own certificate."""
+    from tests.integration.direct import Direct, new_principal
+
+    direct = Direct(shared_cluster)
+    principal = new_principal()
+    placed = await direct.register(principal)
+    assert placed.shard_id
+
+    async def confirmed() -> bool:
+        directory = await direct.directory()
+        shard = next(s for s in directory.shards if s.shard_id == placed.shard_id)
+        return shard.pending == 0 and shard.store_map_size > 0
+
+    await eventually(confirmed, 30, "the profile confirmed by the registry's census")
+    statuses = await direct.shard_statuses()
+    directory = await direct.directory()
+    for s in directory.shards:  # other tests' registrations may still be pending
+        assert s.users - s.pending <= statuses[s.shard_id].users <= s.users
