@@ -29,7 +29,7 @@ class _ShardStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShardState
     SHARD_STATE_ACTIVE: _ShardState.ValueType  # 1
     """takes new users"""
     SHARD_STATE_FULL: _ShardState.ValueType  # 2
-    """at the hard limit: no new users"""
+    """at the hard limit, or its store near full: no new users"""
 
 class ShardState(_ShardState, metaclass=_ShardStateEnumTypeWrapper): ...
 
@@ -37,7 +37,7 @@ SHARD_STATE_UNSPECIFIED: ShardState.ValueType  # 0
 SHARD_STATE_ACTIVE: ShardState.ValueType  # 1
 """takes new users"""
 SHARD_STATE_FULL: ShardState.ValueType  # 2
-"""at the hard limit: no new users"""
+"""at the hard limit, or its store near full: no new users"""
 Global___ShardState: _TypeAlias = ShardState  # noqa: Y015
 
 @_typing.final
@@ -51,14 +51,27 @@ class ShardInfo(_message.Message):
     HARD_LIMIT_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_MS_FIELD_NUMBER: _builtins.int
     REGISTRATION_SEQ_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    STORE_BYTES_USED_FIELD_NUMBER: _builtins.int
+    STORE_MAP_SIZE_FIELD_NUMBER: _builtins.int
+    STORE_FULL_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     address: _builtins.str
     state: Global___ShardState.ValueType
     users: _builtins.int
+    """principals assigned: profiles confirmed plus pending"""
     hard_limit: _builtins.int
     registered_at_ms: _builtins.int
     registration_seq: _builtins.int
     """Order of first registration (1, 2, ...): the newest open shard takes new users."""
+    pending: _builtins.int
+    """Of `users`, the assignments whose profile the shard has not confirmed yet;
+    one never confirmed is released after the registry's pending timeout.
+    """
+    store_bytes_used: _builtins.int
+    """The shard's store as it last reported it; near full makes the shard FULL."""
+    store_map_size: _builtins.int
+    store_full: _builtins.bool
     def __init__(
         self,
         *,
@@ -69,14 +82,43 @@ class ShardInfo(_message.Message):
         hard_limit: _builtins.int = ...,
         registered_at_ms: _builtins.int = ...,
         registration_seq: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        store_bytes_used: _builtins.int = ...,
+        store_map_size: _builtins.int = ...,
+        store_full: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "hard_limit", b"hard_limit", "registered_at_ms", b"registered_at_ms", "registration_seq", b"registration_seq", "shard_id", b"shard_id", "state", b"state", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "hard_limit", b"hard_limit", "pending", b"pending", "registered_at_ms", b"registered_at_ms", "registration_seq", b"registration_seq", "shard_id", b"shard_id", "state", b"state", "store_bytes_used", b"store_bytes_used", "store_full", b"store_full", "store_map_size", b"store_map_size", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShardInfo: _TypeAlias = ShardInfo  # noqa: Y015
+
+@_typing.final
+class PendingAssignment(_message.Message):
+    """An assignment waiting for the shard to confirm the profile exists."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNED_AT_MS_FIELD_NUMBER: _builtins.int
+    shard_id: _builtins.str
+    assigned_at_ms: _builtins.int
+    """Set at assignment and at every Assign call since: the lease the timeout counts from."""
+    def __init__(
+        self,
+        *,
+        shard_id: _builtins.str = ...,
+        assigned_at_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_at_ms", b"assigned_at_ms", "shard_id", b"shard_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingAssignment: _TypeAlias = PendingAssignment  # noqa: Y015
 
 @_typing.final
 class AssignRequest(_message.Message):

@@ -379,6 +379,8 @@ class ShardStatus(_message.Message):
     NEXT_SEQ_FIELD_NUMBER: _builtins.int
     HUB_CALLS_FIELD_NUMBER: _builtins.int
     REWARDED_SUBMISSIONS_FIELD_NUMBER: _builtins.int
+    STORE_BYTES_USED_FIELD_NUMBER: _builtins.int
+    STORE_MAP_SIZE_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     users: _builtins.int
     allowance_remaining: _builtins.int
@@ -393,6 +395,10 @@ class ShardStatus(_message.Message):
     hub_calls: _builtins.int
     """allowance requests sent, retries included"""
     rewarded_submissions: _builtins.int
+    store_bytes_used: _builtins.int
+    """bytes of the LMDB map in use"""
+    store_map_size: _builtins.int
+    """the most the LMDB map may hold"""
     def __init__(
         self,
         *,
@@ -405,14 +411,70 @@ class ShardStatus(_message.Message):
         next_seq: _builtins.int = ...,
         hub_calls: _builtins.int = ...,
         rewarded_submissions: _builtins.int = ...,
+        store_bytes_used: _builtins.int = ...,
+        store_map_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "shard_id", b"shard_id", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "shard_id", b"shard_id", "store_bytes_used", b"store_bytes_used", "store_map_size", b"store_map_size", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShardStatus: _TypeAlias = ShardStatus  # noqa: Y015
+
+@_typing.final
+class CensusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def principals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """at most 1000"""
+
+    def __init__(
+        self,
+        *,
+        principals: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["principals", b"principals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CensusRequest: _TypeAlias = CensusRequest  # noqa: Y015
+
+@_typing.final
+class CensusReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
+    STORE_BYTES_USED_FIELD_NUMBER: _builtins.int
+    STORE_MAP_SIZE_FIELD_NUMBER: _builtins.int
+    users: _builtins.int
+    """profiles on this shard"""
+    store_bytes_used: _builtins.int
+    store_map_size: _builtins.int
+    @_builtins.property
+    def found(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the principals of the request that have a profile"""
+
+    def __init__(
+        self,
+        *,
+        found: _abc.Iterable[_builtins.str] | None = ...,
+        users: _builtins.int = ...,
+        store_bytes_used: _builtins.int = ...,
+        store_map_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "store_bytes_used", b"store_bytes_used", "store_map_size", b"store_map_size", "users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CensusReply: _TypeAlias = CensusReply  # noqa: Y015
 
 @_typing.final
 class Ledger(_message.Message):

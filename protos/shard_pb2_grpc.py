@@ -66,6 +66,11 @@ class UserShardStub:
                 request_serializer=protos_dot_shard__pb2.GetShardStatusRequest.SerializeToString,
                 response_deserializer=protos_dot_shard__pb2.ShardStatus.FromString,
                 _registered_method=True)
+        self.Census = channel.unary_unary(
+                '/canistry.shard.v1.UserShard/Census',
+                request_serializer=protos_dot_shard__pb2.CensusRequest.SerializeToString,
+                response_deserializer=protos_dot_shard__pb2.CensusReply.FromString,
+                _registered_method=True)
 
 
 class UserShardServicer:
@@ -110,6 +115,14 @@ class UserShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Census(self, request, context):
+        """Called by the registry only: which of the named principals have a
+        profile here, and how many profiles and store bytes the shard holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +155,11 @@ def add_UserShardServicer_to_server(servicer, server):
                     servicer.GetShardStatus,
                     request_deserializer=protos_dot_shard__pb2.GetShardStatusRequest.FromString,
                     response_serializer=protos_dot_shard__pb2.ShardStatus.SerializeToString,
+            ),
+            'Census': grpc.unary_unary_rpc_method_handler(
+                    servicer.Census,
+                    request_deserializer=protos_dot_shard__pb2.CensusRequest.FromString,
+                    response_serializer=protos_dot_shard__pb2.CensusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +326,33 @@ class UserShard:
             '/canistry.shard.v1.UserShard/GetShardStatus',
             protos_dot_shard__pb2.GetShardStatusRequest.SerializeToString,
             protos_dot_shard__pb2.ShardStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Census(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.shard.v1.UserShard/Census',
+            protos_dot_shard__pb2.CensusRequest.SerializeToString,
+            protos_dot_shard__pb2.CensusReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,10 @@ class UserShardStub:
     SubmitQuiz: _grpc.UnaryUnaryMultiCallable[_shard_pb2.SubmitQuizRequest, _shard_pb2.SubmitQuizReply]
     GetBalance: _grpc.UnaryUnaryMultiCallable[_shard_pb2.GetBalanceRequest, _shard_pb2.Balance]
     GetShardStatus: _grpc.UnaryUnaryMultiCallable[_shard_pb2.GetShardStatusRequest, _shard_pb2.ShardStatus]
+    Census: _grpc.UnaryUnaryMultiCallable[_shard_pb2.CensusRequest, _shard_pb2.CensusReply]
+    """Called by the registry only: which of the named principals have a
+    profile here, and how many profiles and store bytes the shard holds.
+    """
 
 @_typing.type_check_only
 class UserShardAsyncStub(UserShardStub):
@@ -57,6 +61,10 @@ class UserShardAsyncStub(UserShardStub):
     SubmitQuiz: _aio.UnaryUnaryMultiCallable[_shard_pb2.SubmitQuizRequest, _shard_pb2.SubmitQuizReply]  # type: ignore[assignment]
     GetBalance: _aio.UnaryUnaryMultiCallable[_shard_pb2.GetBalanceRequest, _shard_pb2.Balance]  # type: ignore[assignment]
     GetShardStatus: _aio.UnaryUnaryMultiCallable[_shard_pb2.GetShardStatusRequest, _shard_pb2.ShardStatus]  # type: ignore[assignment]
+    Census: _aio.UnaryUnaryMultiCallable[_shard_pb2.CensusRequest, _shard_pb2.CensusReply]  # type: ignore[assignment]
+    """Called by the registry only: which of the named principals have a
+    profile here, and how many profiles and store bytes the shard holds.
+    """
 
 class UserShardServicer(metaclass=_abc_1.ABCMeta):
     """A user shard: the single writer of its users' profiles, progress, daily
@@ -105,5 +113,15 @@ class UserShardServicer(metaclass=_abc_1.ABCMeta):
         request: _shard_pb2.GetShardStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_shard_pb2.ShardStatus, _abc.Awaitable[_shard_pb2.ShardStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def Census(
+        self,
+        request: _shard_pb2.CensusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_pb2.CensusReply, _abc.Awaitable[_shard_pb2.CensusReply]]:
+        """Called by the registry only: which of the named principals have a
+        profile here, and how many profiles and store bytes the shard holds.
+        """
 
 def add_UserShardServicer_to_server(servicer: UserShardServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

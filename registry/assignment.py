@@ -3,7 +3,8 @@
 A new principal goes to the newest (latest registered) ACTIVE shard that is
 below the hard limit, so older shards stop growing once a newer one exists
 and each shard fills to its limit in turn. The admission that brings a shard
-to the hard limit marks it FULL for good.
+to the hard limit marks it FULL. A new assignment is *pending* until the shard
+confirms the profile (``registry.reconcile``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Admission:
 
 def is_open(shard: registry_pb2.ShardInfo, hard_limit: int) -> bool:
     """Whether ``shard`` takes new users."""
-    return shard.state == ACTIVE and shard.users < hard_limit
+    return shard.state == ACTIVE and shard.users < hard_limit and not shard.store_full
 
 
 def choose_shard(
@@ -60,10 +61,11 @@ def choose_shard(
 
 
 def admit(shard: registry_pb2.ShardInfo, *, soft_limit: int, hard_limit: int) -> Admission:
-    """``shard`` with one more user; FULL once it reaches ``hard_limit``."""
+    """``shard`` with one more (pending) user; FULL once it reaches ``hard_limit``."""
     updated = registry_pb2.ShardInfo()
     updated.CopyFrom(shard)
     updated.users += 1
+    updated.pending += 1
     became_full = updated.users >= hard_limit and shard.state != FULL
     if updated.users >= hard_limit:
         updated.state = FULL

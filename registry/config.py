@@ -27,6 +27,19 @@ class RegistryConfig:
     """Hub to poke (``EnsureCapacity``) when capacity runs low; None pokes nobody."""
     durable: bool = True
     """fsync every commit. Only benchmarks and throwaway tests turn this off."""
+    pending_timeout_s: float = 600.0
+    """How long an assignment may wait for its profile. Past it, and once the
+    shard confirms it holds no profile for the principal, the assignment is
+    released so an abandoned registration does not use up capacity. Every
+    ``Assign`` of the principal renews it; far longer than a registration takes."""
+    watch_interval_s: float = 5.0
+    """Time between two census rounds of the shards (pending assignments
+    confirmed or released, store fullness read)."""
+    store_full_fraction: float = 0.9
+    """A shard whose store has used this fraction of its map is FULL: no new
+    users, and the hub spawns another shard."""
+    shard_timeout_s: float = 5.0
+    """Deadline of one census call to a shard."""
 
     def __post_init__(self) -> None:
         if self.soft_limit < 1:
@@ -37,5 +50,13 @@ class RegistryConfig:
             raise ValueError(
                 f"soft_limit ({self.soft_limit}) must be <= hard_limit ({self.hard_limit})"
             )
+        if self.pending_timeout_s <= 0:
+            raise ValueError("pending_timeout_s must be > 0")
+        if self.watch_interval_s <= 0:
+            raise ValueError("watch_interval_s must be > 0")
+        if not 0.0 < self.store_full_fraction <= 1.0:
+            raise ValueError("store_full_fraction must be in (0, 1]")
+        if self.shard_timeout_s <= 0:
+            raise ValueError("shard_timeout_s must be > 0")
         if self.hub_address is not None and not self.hub_address.strip():
             raise ValueError("hub_address must be None or host:port")

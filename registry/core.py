@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from protos import registry_pb2
 from registry import assignment
@@ -12,18 +13,33 @@ from registry.store import RegistryStore
 from runtime import logs
 from runtime.errors import NoCapacity, UnknownUser
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "wall_clock_ms"]
 
 log = logs.get_logger(__name__)
 
 
-class Registry:
-    """Assign, look up and register, over an open :class:`RegistryStore`."""
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    def __init__(self, config: RegistryConfig, store: RegistryStore, poker: HubPoker) -> None:
+
+class Registry:
+    """Assign, look up and register, over an open :class:`RegistryStore`.
+
+    ``clock`` returns wall time in ms; tests pass a fake one.
+    """
+
+    def __init__(
+        self,
+        config: RegistryConfig,
+        store: RegistryStore,
+        poker: HubPoker,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
         self.config = config
         self.store = store
         self.poker = poker
+        self.clock = clock
 
     async def assign(self, principal: str) -> registry_pb2.Assignment:
         """The principal's shard, assigning one if it has none.
@@ -33,11 +49,14 @@ class Registry:
         """
         assignment.validate_principal(principal)
         known = self.store.lookup(principal)
-        if known is not None:
+        if known is not None and not self.store.is_pending(principal):
             return _assignment(principal, known, newly=False)
-        try:
+        try:  # new, or pending: the write renews the lease
             result = await self.store.assign(
-                principal, soft_limit=self.config.soft_limit, hard_limit=self.config.hard_limit
+                principal,
+                soft_limit=self.config.soft_limit,
+                hard_limit=self.config.hard_limit,
+                now_ms=self.clock(),
             )
         except NoCapacity:
             self.poker.poke("no capacity")
@@ -61,7 +80,7 @@ class Registry:
         """Add a shard or update a known one's address (idempotent)."""
         assignment.validate_shard_id(shard_id)
         assignment.validate_address(address)
-        info = await self.store.register(shard_id, address, now_ms=int(time.time() * 1000))
+        info = await self.store.register(shard_id, address, now_ms=self.clock())
         log.info("shard_registered", shard_id=shard_id, address=address, users=info.users)
         return self._with_limit(info)
 

@@ -1,15 +1,18 @@
-"""The registry service's lifecycle: store, hub poker and gRPC server."""
+"""The registry service's lifecycle: store, hub poker, shard watcher and gRPC server."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import grpc
 
 from protos import registry_pb2, registry_pb2_grpc
 from registry.config import RegistryConfig
-from registry.core import Registry
+from registry.core import Registry, wall_clock_ms
 from registry.poker import HubPoker
 from registry.servicer import ACCESS, RegistryServicer
 from registry.store import RegistryStore
+from registry.watcher import ShardWatcher
 from runtime import rpc
 from runtime.lifecycle import Lifecycle
 
@@ -21,15 +24,17 @@ SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name
 class RegistryService(Lifecycle):
     """``async with RegistryService(cfg) as svc:`` serves at ``svc.address``.
 
-    ``stop()`` is idempotent: it drains the server, then stops the poker,
-    the writer and the store, in that order.
+    ``stop()`` is idempotent: it drains the server, then stops the watcher,
+    the poker, the writer and the store, in that order. ``clock`` returns
+    wall time in ms; tests pass a fake one.
     """
 
-    def __init__(self, config: RegistryConfig) -> None:
+    def __init__(self, config: RegistryConfig, *, clock: Callable[[], int] = wall_clock_ms) -> None:
         self.config = config
         self.store = RegistryStore(config.data_dir, durable=config.durable)
         self.poker = HubPoker(config.hub_address, tls=config.server.tls)
-        self.registry = Registry(config, self.store, self.poker)
+        self.registry = Registry(config, self.store, self.poker, clock=clock)
+        self.watcher = ShardWatcher(config, self.store, self.poker, clock=clock)
         servicer = RegistryServicer(self.registry)
 
         def add(server: grpc.aio.Server) -> None:
@@ -51,6 +56,7 @@ class RegistryService(Lifecycle):
         await self.store.start()
         try:
             await self.poker.start()
+            await self.watcher.start()
             await self._server.start()
         except BaseException:
             await self.stop()
@@ -61,5 +67,6 @@ class RegistryService(Lifecycle):
             return
         self._stopped = True
         await self._server.stop()
+        await self.watcher.stop()
         await self.poker.stop()
         await self.store.stop()

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from runtime.rpc import ServerConfig
 
-__all__ = ["ShardConfig"]
+__all__ = ["MIN_IDEMPOTENCY_RETENTION_S", "ShardConfig"]
+
+#: Idempotent replies are kept at least a day: a client may retry that late.
+MIN_IDEMPOTENCY_RETENTION_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,19 @@ class ShardConfig:
     """fsync every commit. Only benchmarks and throwaway tests turn this off."""
     hub_retry_max_s: float = 5.0
     """Cap of the exponential backoff between retries of a failed allowance request."""
+    map_size: int = 1 << 32
+    """Largest the shard's LMDB file may grow, in bytes (sparse until used). Once
+    its writes fail with StoreFull (503); the registry stops sending new users
+    well before, when the shard reports the map nearly full."""
+    idempotency_retention_s: float = 2 * MIN_IDEMPOTENCY_RETENTION_S
+    """How long the first reply to a submission's idempotency key is kept and
+    replayed; older ones are pruned. At least 24 h. A retry with the same key
+    after this is treated as a new submission."""
+    idempotency_sweep_interval_s: float = 60.0
+    """Time between two sweeps that prune expired idempotent replies."""
+    idempotency_sweep_batch: int = 500
+    """Replies deleted per transaction by the sweeper, so a sweep never holds
+    the single writer for long."""
 
     def __post_init__(self) -> None:
         if not self.shard_id or len(self.shard_id) > 64:
@@ -61,4 +77,12 @@ class ShardConfig:
             raise ValueError("refill_target_s must be > 0")
         if self.hub_retry_max_s <= 0:
             raise ValueError("hub_retry_max_s must be > 0")
+        if self.map_size < 1 << 16:
+            raise ValueError("map_size must be >= 64 KiB")
+        if self.idempotency_retention_s < MIN_IDEMPOTENCY_RETENTION_S:
+            raise ValueError("idempotency_retention_s must be >= 86400 (24 h)")
+        if self.idempotency_sweep_interval_s <= 0:
+            raise ValueError("idempotency_sweep_interval_s must be > 0")
+        if self.idempotency_sweep_batch < 1:
+            raise ValueError("idempotency_sweep_batch must be >= 1")
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -17,7 +17,13 @@ import grpc
 
 from protos import content_pb2, content_pb2_grpc, hub_pb2, hub_pb2_grpc, shard_pb2
 from runtime import logs
-from runtime.errors import CanistryError, DeadlineExceeded, Unavailable, UnknownUser
+from runtime.errors import (
+    CanistryError,
+    DeadlineExceeded,
+    InvalidArgument,
+    Unavailable,
+    UnknownUser,
+)
 from runtime.lifecycle import Lifecycle
 from runtime.rpc import Server, make_channel, rpc_errors
 from runtime.tls import Role
@@ -28,6 +34,7 @@ from user_shard.refiller import Refiller
 from user_shard.servicer import binding
 from user_shard.store import ShardStore
 from user_shard.submission import Verdict, precheck, replay
+from user_shard.sweeper import ReplySweeper
 from user_shard.validate import (
     merge_profile,
     request_fingerprint,
@@ -44,6 +51,8 @@ log = logs.get_logger(__name__)
 CONTENT_DEADLINE_S = 2.0
 #: Deadline of one RequestAllowance call; the refiller retries past it.
 HUB_DEADLINE_S = 3.0
+#: The most principals one Census call may name.
+MAX_CENSUS = 1000
 
 
 def wall_clock_ms() -> int:
@@ -83,8 +92,19 @@ class ShardService(Lifecycle):
         )
         self.mint_rate = bank.MintRate(window_s=config.refill_target_s)
         self.store = ShardStore(
-            config.data_dir, durable=config.durable, group_commit=config.group_commit
+            config.data_dir,
+            durable=config.durable,
+            group_commit=config.group_commit,
+            map_size=config.map_size,
         )
+        self.sweeper = ReplySweeper(
+            self.store,
+            retention_ms=int(config.idempotency_retention_s * 1000),
+            interval_s=config.idempotency_sweep_interval_s,
+            batch=config.idempotency_sweep_batch,
+            clock=clock,
+        )
+        self._sweep_task: asyncio.Task[None] | None = None
         self._content_channel: grpc.aio.Channel | None = None
         self._hub_channel: grpc.aio.Channel | None = None
         self._content: content_pb2_grpc.ContentAsyncStub | None = None
@@ -131,6 +151,7 @@ class ShardService(Lifecycle):
             self._content = content_pb2_grpc.ContentStub(self._content_channel)
             await self._connect_hub()
             self._refill_task = asyncio.create_task(self.refiller.run(), name="allowance-refill")
+            self._sweep_task = asyncio.create_task(self.sweeper.run(), name="idempotency-sweep")
             # shard_id: the edge refuses calls meant for another shard (a
             # stale route to an address this shard now holds).
             self._server = Server(
@@ -152,10 +173,11 @@ class ShardService(Lifecycle):
         self._stopped = True
         if self._server is not None:
             await self._server.stop()
-        if self._refill_task is not None:
-            self._refill_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refill_task
+        for task in (self._refill_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.store.stop()
         for channel in (self._content_channel, self._hub_channel):
             if channel is not None:
@@ -198,7 +220,10 @@ class ShardService(Lifecycle):
 
     async def shard_status(self) -> shard_pb2.ShardStatus:
         ledger = self.store.ledger()
+        used, size = self.store.usage()
         return shard_pb2.ShardStatus(
+            store_bytes_used=used,
+            store_map_size=size,
             shard_id=self.config.shard_id,
             users=ledger.users,
             allowance_remaining=ledger.allowance_remaining,
@@ -208,6 +233,24 @@ class ShardService(Lifecycle):
             next_seq=ledger.next_seq,
             hub_calls=ledger.hub_calls + self.refiller.unrecorded_calls,
             rewarded_submissions=ledger.rewarded_submissions,
+        )
+
+    async def census(self, request: shard_pb2.CensusRequest) -> shard_pb2.CensusReply:
+        """Which named principals have a profile here, and this shard's size.
+
+        The registry confirms its pending assignments with it. Raises
+        InvalidArgument for more than ``MAX_CENSUS`` names or a bad one.
+        """
+        if len(request.principals) > MAX_CENSUS:
+            raise InvalidArgument(f"at most {MAX_CENSUS} principals per census")
+        keys = [validate_principal(p) for p in request.principals]
+        found = self.store.existing(keys)
+        used, size = self.store.usage()
+        return shard_pb2.CensusReply(
+            found=[p.decode() for p in found],
+            users=self.store.ledger().users,
+            store_bytes_used=used,
+            store_map_size=size,
         )
 
     # -- quizzes ---------------------------------------------------------------

@@ -21,7 +21,8 @@ __all__ = ["ACCESS", "ShardServicer", "binding"]
 _GATEWAY = {Role.GATEWAY}
 
 #: Who may call what (``runtime.authz``): users reach their shard only through
-#: the gateway, which authenticates them; status is for readers of the cluster.
+#: the gateway, which authenticates them; status is for readers of the cluster;
+#: the census is how the registry confirms assignments and sees the store fill.
 ACCESS: Rules = {
     "CreateUser": _GATEWAY,
     "GetUser": _GATEWAY,
@@ -29,6 +30,7 @@ ACCESS: Rules = {
     "SubmitQuiz": _GATEWAY,
     "GetBalance": _GATEWAY,
     "GetShardStatus": {Role.GATEWAY, Role.OPERATOR, Role.HUB},
+    "Census": {Role.REGISTRY},
 }
 
 
@@ -65,6 +67,11 @@ class ShardServicer(shard_pb2_grpc.UserShardServicer):
         self, request: shard_pb2.GetShardStatusRequest, context: Context
     ) -> shard_pb2.ShardStatus:
         return await self._service.shard_status()
+
+    async def Census(
+        self, request: shard_pb2.CensusRequest, context: Context
+    ) -> shard_pb2.CensusReply:
+        return await self._service.census(request)
 
 
 def binding(service: ShardService) -> ServiceBinding:

@@ -4,6 +4,8 @@ Databases (values are protobuf messages):
 
 - ``users``: principal -> :class:`UserRecord`
 - ``idem``: sha256(principal, idempotency key) -> :class:`StoredReply`
+- ``idem_exp``: 8-byte big-endian ``at_ms`` + idem key -> empty; the expiry
+  index, oldest first, so pruning old replies reads only what it deletes
 - ``pending``: 8-byte big-endian queue position -> principal, oldest first;
   a user is queued once, when their pending goes above zero
 - ``meta``: ``ledger`` -> :class:`Ledger` (plus the schema version)
@@ -12,19 +14,27 @@ Reads run on the caller's thread in a read transaction. Every write is a
 function run by the one :class:`~runtime.store.GroupCommitter`, which reads
 the freshest records inside the write transaction, so checks made there hold
 against concurrent writers.
+
+No raw LMDB error leaves this module: a write that finds the map full
+raises :class:`~runtime.errors.StoreFull` (from the committer), and a read,
+the first-start setup or the opening itself that fails raises
+:class:`~runtime.errors.StoreFull` or :class:`~runtime.errors.Unavailable`,
+the cause logged and chained, never sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
 
 from protos import shard_pb2
-from runtime.errors import UnknownUser
+from runtime import logs
+from runtime.errors import StoreFull, Unavailable, UnknownUser
 from runtime.store import Store, StoreConfig, WrittenStore, get_msg, put_msg
 from user_shard import ledger as bank
 from user_shard.limits import DailyLimits, utc_day
@@ -32,7 +42,9 @@ from user_shard.submission import Verdict, record_submission, replay
 
 __all__ = ["ShardStore", "SubmitOutcome"]
 
-SCHEMA_VERSION = 1
+log = logs.get_logger(__name__)
+
+SCHEMA_VERSION = 2
 _LEDGER_KEY = b"ledger"
 
 
@@ -40,6 +52,33 @@ def idem_key(principal: bytes, key: str) -> bytes:
     """Fixed-size LMDB key for (principal, idempotency key); both may be long."""
     raw = key.encode()
     return hashlib.sha256(len(principal).to_bytes(2, "big") + principal + raw).digest()
+
+
+def expiry_key(at_ms: int, ikey: bytes) -> bytes:
+    """The ``idem_exp`` key of a reply stored at ``at_ms``: sorts oldest first."""
+    return at_ms.to_bytes(8, "big") + ikey
+
+
+def _index_replies(store: Store, txn: lmdb.Transaction) -> None:
+    """Schema 1 -> 2: build the expiry index of the replies stored so far."""
+    index = store.db("idem_exp")
+    for raw_key, raw in txn.cursor(db=store.db("idem")):
+        stored = shard_pb2.StoredReply()
+        stored.ParseFromString(bytes(raw))
+        txn.put(expiry_key(stored.at_ms, bytes(raw_key)), b"", db=index)
+
+
+@contextlib.contextmanager
+def lmdb_errors(path: Path) -> Iterator[None]:
+    """Turn an LMDB error into StoreFull or Unavailable; the cause is logged, not sent."""
+    try:
+        yield
+    except lmdb.MapFullError as exc:
+        log.warning("store_full", path=str(path), error=str(exc))
+        raise StoreFull(f"store {path.name} is full; try again later") from exc
+    except lmdb.Error as exc:
+        log.exception("store_failed", path=str(path))
+        raise Unavailable(f"store {path.name} failed; try again later") from exc
 
 
 @dataclass(frozen=True)
@@ -54,42 +93,77 @@ class SubmitOutcome:
 class ShardStore(WrittenStore):
     """The shard's state. ``start()`` opens it and starts the writer; ``stop()`` closes both."""
 
-    def __init__(self, data_dir: Path, *, durable: bool = True, group_commit: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        durable: bool = True,
+        group_commit: bool = True,
+        map_size: int = 1 << 32,
+    ) -> None:
         super().__init__(
             StoreConfig(
                 path=data_dir,
-                databases=("users", "idem", "pending"),
+                databases=("users", "idem", "pending", "idem_exp"),
                 schema_version=SCHEMA_VERSION,
+                migrations={1: _index_replies},
+                map_size=map_size,
                 durable=durable,
             ),
             group_commit=group_commit,
         )
+
+    async def start(self) -> None:
+        """Open (migrating if needed) and start the writer; StoreFull/Unavailable on failure."""
+        with lmdb_errors(self.config.path):
+            await super().start()
 
     def prepare(self, store: Store) -> None:
         with store.write() as txn:
             if get_msg(txn, store.db("meta"), _LEDGER_KEY, shard_pb2.Ledger) is None:
                 put_msg(txn, store.db("meta"), _LEDGER_KEY, bank.new_ledger())
 
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[lmdb.Transaction]:
+        with lmdb_errors(self.config.path), self.store.read() as txn:
+            yield txn
+
     # -- reads ---------------------------------------------------------------
 
     def user(self, principal: bytes) -> shard_pb2.UserRecord | None:
-        with self.store.read() as txn:
+        with self._read() as txn:
             return get_msg(txn, self.store.db("users"), principal, shard_pb2.UserRecord)
 
     def stored_reply(self, principal: bytes, key: str) -> shard_pb2.StoredReply | None:
-        with self.store.read() as txn:
+        with self._read() as txn:
             return get_msg(
                 txn, self.store.db("idem"), idem_key(principal, key), shard_pb2.StoredReply
             )
 
     def ledger(self) -> shard_pb2.Ledger:
-        with self.store.read() as txn:
+        with self._read() as txn:
             return self._ledger(txn)
 
     def pending_queue(self) -> list[bytes]:
         """Principals waiting for allowance, oldest first."""
-        with self.store.read() as txn:
+        with self._read() as txn:
             return [bytes(v) for _, v in txn.cursor(db=self.store.db("pending"))]
+
+    def existing(self, principals: Iterable[bytes]) -> list[bytes]:
+        """Those of ``principals`` that have a profile here, in the order given."""
+        with self._read() as txn:
+            users = self.store.db("users")
+            return [p for p in principals if txn.get(p, db=users) is not None]
+
+    def usage(self) -> tuple[int, int]:
+        """``(bytes in use, map size)`` of the LMDB map."""
+        with lmdb_errors(self.config.path):
+            return self.store.usage()
+
+    def stored_replies(self) -> int:
+        """How many idempotent replies are kept (tests and operators)."""
+        with self._read() as txn:
+            return int(txn.stat(self.store.db("idem"))["entries"])
 
     # -- writes --------------------------------------------------------------
 
@@ -164,6 +238,7 @@ class ShardStore(WrittenStore):
                     fingerprint=fingerprint, reply=recorded.reply, at_ms=now_ms
                 )
                 put_msg(txn, idem_db, ikey, stored)
+                txn.put(expiry_key(now_ms, ikey), b"", db=self.store.db("idem_exp"))
             self._put_ledger(txn, ledger)
             return SubmitOutcome(recorded.reply, recorded.earned, ledger)
 
@@ -197,6 +272,31 @@ class ShardStore(WrittenStore):
                 self._settle(txn, ledger)
             self._put_ledger(txn, ledger)
             return ledger
+
+        return await self.committer.submit(write)
+
+    async def prune_replies(self, before_ms: int, limit: int) -> int:
+        """Delete up to ``limit`` idempotent replies stored before ``before_ms``, oldest first.
+
+        One small transaction that reads only the expiry index entries it
+        deletes. Returns how many were deleted; fewer than ``limit`` means
+        none older is left.
+        """
+
+        def write(txn: lmdb.Transaction) -> int:
+            idem_db, index = self.store.db("idem"), self.store.db("idem_exp")
+            doomed: list[bytes] = []
+            cursor = txn.cursor(db=index)
+            if cursor.first():
+                for raw_key in cursor.iternext(keys=True, values=False):
+                    key = bytes(raw_key)
+                    if len(doomed) >= limit or int.from_bytes(key[:8], "big") >= before_ms:
+                        break
+                    doomed.append(key)
+            for key in doomed:
+                txn.delete(key[8:], db=idem_db)
+                txn.delete(key, db=index)
+            return len(doomed)
 
         return await self.committer.submit(write)
 

@@ -49,6 +49,7 @@ async def content(certs: dict[str, TLSConfig]) -> AsyncIterator[tuple[rpc.Server
         "ListUnits": {Role.GATEWAY},
         "GetUnit": {Role.GATEWAY},
         "VerifyQuiz": {Role.SHARD},
+        "VerifyQuizBatch": {Role.SHARD},
         "GetContentStats": {Role.GATEWAY},
     }
     binding = rpc.ServiceBinding(
