@@ -42,7 +42,8 @@ async def test_every_service_serves_metrics(shared_cluster: Cluster) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     urls = dict(
-        line.split() for line in result.stdout.split("Metrics (Prometheus)")[1].splitlines()
+        line.split()
+        for line in result.stdout.split("Metrics (Prometheus)")[1].splitlines()
         if line.strip()
     )
     assert {"content", "registry", "hub", "shard-0001", "gateway"} <= urls.keys(), urls
@@ -56,4 +57,3 @@ async def test_every_service_serves_metrics(shared_cluster: Cluster) -> None:
     assert _total(shard, "canistry_rpc_seconds_count{method=UserShard/SubmitQuiz") >= 1
     registry = _samples(urls["registry"])
     assert _total(registry, "canistry_rpc_requests_total{code=ok,method=Registry/Assign") >= 1
-
