@@ -2,16 +2,25 @@
 
 A :class:`Lifecycle` starts with ``start()``, stops with an idempotent
 ``stop()``, and works as ``async with``, which is all that the servers,
-stores and services need in common.
+stores and services need in common. :class:`BackgroundTasks` owns the
+long-running loops a service starts (refillers, sweepers, supervisors), so
+every one of them is cancelled and awaited when the service stops, and none
+dies unnoticed.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-__all__ = ["Lifecycle"]
+from runtime import logs
+
+__all__ = ["BackgroundTasks", "Lifecycle"]
+
+log = logs.get_logger(__name__)
 
 
 class Lifecycle(abc.ABC):
@@ -36,3 +45,37 @@ class Lifecycle(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+class BackgroundTasks:
+    """The loops one owner runs until it stops: ``spawn()`` each, ``stop()`` them all.
+
+    A loop that ends by an exception is logged whole (it is a bug: loops
+    catch what they expect). ``stop()`` cancels every loop and waits for it;
+    it is idempotent, and ``spawn()`` after it is refused.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
+        if self._stopped:
+            coro.close()
+            raise RuntimeError("background tasks already stopped")
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_died", task=task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        self._stopped = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,12 +2,15 @@
 stats and micro-bank balances.
 
 Layout: ``config`` (ShardConfig); pure rules in ``limits`` (daily limits),
-``ledger`` (the micro-bank), ``submission`` (what a quiz submission records)
-and ``validate`` (input); LMDB in ``store``; the allowance loop in
-``refiller``; the gRPC edge in ``servicer``; ``service`` ties them together.
+``microbank`` (balances and the minting allowance), ``submission`` (what a
+quiz submission records) and ``validate`` (input); LMDB in ``store``; the
+operations in ``core``; the content and hub clients in ``peers``; the
+background loops in ``refiller`` and ``sweeper``; the gRPC edge in
+``servicer``; ``service`` builds the parts and runs their lifecycle.
 """
 
 from user_shard.config import ShardConfig
-from user_shard.service import ShardCounters, ShardService
+from user_shard.core import ShardCounters
+from user_shard.service import ShardService
 
 __all__ = ["ShardConfig", "ShardCounters", "ShardService"]

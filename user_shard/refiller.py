@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from runtime import logs
 from runtime.errors import CanistryError
-from user_shard import ledger as bank
+from user_shard import microbank
 from user_shard.store import ShardStore
 
 __all__ = ["AskHub", "Refiller"]
@@ -27,7 +27,7 @@ __all__ = ["AskHub", "Refiller"]
 log = logs.get_logger(__name__)
 
 #: Sends one allowance request and returns the tokens granted; raises on failure.
-AskHub = Callable[[bank.AllowanceRequest], Awaitable[int]]
+AskHub = Callable[[microbank.AllowanceRequest], Awaitable[int]]
 
 _FIRST_RETRY_S = 0.05
 
@@ -38,8 +38,8 @@ class Refiller:
     def __init__(
         self,
         store: ShardStore,
-        policy: bank.RefillPolicy,
-        mint_rate: bank.MintRate,
+        policy: microbank.RefillPolicy,
+        mint_rate: microbank.MintRate,
         ask_hub: AskHub,
         *,
         retry_max_s: float,
@@ -107,7 +107,7 @@ class Refiller:
             # at once would only load the hub.
             await asyncio.sleep(self._policy.refill_target_s)
 
-    async def _ask_until_answered(self, request: bank.AllowanceRequest) -> int:
+    async def _ask_until_answered(self, request: microbank.AllowanceRequest) -> int:
         delay = min(_FIRST_RETRY_S, self._retry_max_s)
         while True:
             self._unrecorded_calls += 1

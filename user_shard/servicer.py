@@ -6,15 +6,11 @@ status codes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from protos import shard_pb2, shard_pb2_grpc
 from runtime.authz import Rules
 from runtime.rpc import Context, ServiceBinding
 from runtime.tls import Role
-
-if TYPE_CHECKING:
-    from user_shard.service import ShardService
+from user_shard.core import Shard
 
 __all__ = ["ACCESS", "ShardServicer", "binding"]
 
@@ -35,48 +31,48 @@ ACCESS: Rules = {
 
 
 class ShardServicer(shard_pb2_grpc.UserShardServicer):
-    def __init__(self, service: ShardService) -> None:
-        self._service = service
+    def __init__(self, shard: Shard) -> None:
+        self._shard = shard
 
     async def CreateUser(
         self, request: shard_pb2.CreateUserRequest, context: Context
     ) -> shard_pb2.UserReply:
-        return await self._service.create_user(request)
+        return await self._shard.create_user(request)
 
     async def GetUser(
         self, request: shard_pb2.GetUserRequest, context: Context
     ) -> shard_pb2.UserReply:
-        return await self._service.get_user(request)
+        return await self._shard.get_user(request)
 
     async def UpdateProfile(
         self, request: shard_pb2.UpdateProfileRequest, context: Context
     ) -> shard_pb2.UserReply:
-        return await self._service.update_profile(request)
+        return await self._shard.update_profile(request)
 
     async def SubmitQuiz(
         self, request: shard_pb2.SubmitQuizRequest, context: Context
     ) -> shard_pb2.SubmitQuizReply:
-        return await self._service.submit_quiz(request)
+        return await self._shard.submit_quiz(request)
 
     async def GetBalance(
         self, request: shard_pb2.GetBalanceRequest, context: Context
     ) -> shard_pb2.Balance:
-        return await self._service.get_balance(request)
+        return await self._shard.get_balance(request)
 
     async def GetShardStatus(
         self, request: shard_pb2.GetShardStatusRequest, context: Context
     ) -> shard_pb2.ShardStatus:
-        return await self._service.shard_status()
+        return self._shard.status()
 
     async def Census(
         self, request: shard_pb2.CensusRequest, context: Context
     ) -> shard_pb2.CensusReply:
-        return await self._service.census(request)
+        return self._shard.census(request)
 
 
-def binding(service: ShardService) -> ServiceBinding:
-    """What :class:`runtime.rpc.Server` needs to serve ``service``."""
-    servicer = ShardServicer(service)
+def binding(shard: Shard) -> ServiceBinding:
+    """What :class:`runtime.rpc.Server` needs to serve ``shard``."""
+    servicer = ShardServicer(shard)
     return ServiceBinding(
         full_name=shard_pb2.DESCRIPTOR.services_by_name["UserShard"].full_name,
         add_to_server=lambda server: shard_pb2_grpc.add_UserShardServicer_to_server(

@@ -36,7 +36,7 @@ from protos import shard_pb2
 from runtime import logs
 from runtime.errors import StoreFull, Unavailable, UnknownUser
 from runtime.store import Store, StoreConfig, WrittenStore, get_msg, put_msg
-from user_shard import ledger as bank
+from user_shard import microbank
 from user_shard.limits import DailyLimits, utc_day
 from user_shard.submission import Verdict, record_submission, replay
 
@@ -121,7 +121,7 @@ class ShardStore(WrittenStore):
     def prepare(self, store: Store) -> None:
         with store.write() as txn:
             if get_msg(txn, store.db("meta"), _LEDGER_KEY, shard_pb2.Ledger) is None:
-                put_msg(txn, store.db("meta"), _LEDGER_KEY, bank.new_ledger())
+                put_msg(txn, store.db("meta"), _LEDGER_KEY, microbank.new_ledger())
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[lmdb.Transaction]:
@@ -245,18 +245,18 @@ class ShardStore(WrittenStore):
         return await self.committer.submit(write)
 
     async def begin_allowance_request(
-        self, policy: bank.RefillPolicy, mint_rate: float
-    ) -> bank.AllowanceRequest | None:
+        self, policy: microbank.RefillPolicy, mint_rate: float
+    ) -> microbank.AllowanceRequest | None:
         """The request in flight, else a new one recorded durably if a refill is due, else None."""
 
-        def write(txn: lmdb.Transaction) -> bank.AllowanceRequest | None:
+        def write(txn: lmdb.Transaction) -> microbank.AllowanceRequest | None:
             ledger = self._ledger(txn)
-            current = bank.inflight(ledger)
+            current = microbank.inflight(ledger)
             if current is not None:
                 return current
             if not policy.needs_refill(ledger):
                 return None
-            request = bank.begin_request(ledger, policy.amount(ledger, mint_rate))
+            request = microbank.begin_request(ledger, policy.amount(ledger, mint_rate))
             self._put_ledger(txn, ledger)
             return request
 
@@ -268,7 +268,7 @@ class ShardStore(WrittenStore):
         def write(txn: lmdb.Transaction) -> shard_pb2.Ledger:
             ledger = self._ledger(txn)
             ledger.hub_calls += hub_calls
-            if bank.apply_grant(ledger, seq, granted):
+            if microbank.apply_grant(ledger, seq, granted):
                 self._settle(txn, ledger)
             self._put_ledger(txn, ledger)
             return ledger
@@ -304,7 +304,7 @@ class ShardStore(WrittenStore):
 
     def _ledger(self, txn: lmdb.Transaction) -> shard_pb2.Ledger:
         ledger = get_msg(txn, self.store.db("meta"), _LEDGER_KEY, shard_pb2.Ledger)
-        return ledger if ledger is not None else bank.new_ledger()
+        return ledger if ledger is not None else microbank.new_ledger()
 
     def _put_ledger(self, txn: lmdb.Transaction, ledger: shard_pb2.Ledger) -> None:
         put_msg(txn, self.store.db("meta"), _LEDGER_KEY, ledger)
@@ -330,6 +330,6 @@ class ShardStore(WrittenStore):
                 if user is not None:
                     yield (position, principal), user
 
-        for (position, principal), user in bank.settle(ledger, waiting()):
+        for (position, principal), user in microbank.settle(ledger, waiting()):
             put_msg(txn, users_db, principal, user)
             txn.delete(position, db=pending_db)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from protos import shard_pb2
 from runtime.errors import IdempotencyKeyReused
-from user_shard import ledger as bank
+from user_shard import microbank
 from user_shard.limits import DailyLimits, today
 
 __all__ = ["Recorded", "Verdict", "precheck", "record_submission", "replay"]
@@ -78,7 +78,7 @@ def record_submission(
     if first_completion:
         user.completed_units.append(unit_id)
         stats.earned += reward
-        newly_waiting = bank.credit(ledger, user, reward)
+        newly_waiting = microbank.credit(ledger, user, reward)
         if reward > 0:
             ledger.rewarded_submissions += 1
     user.today.CopyFrom(stats)

@@ -2,7 +2,7 @@ import pytest
 
 from protos import shard_pb2
 from runtime.errors import DailyLimitExceeded
-from user_shard import ledger as bank
+from user_shard import microbank
 from user_shard.limits import DailyLimits, today, utc_day
 from user_shard.submission import Verdict, precheck, record_submission
 
@@ -34,9 +34,9 @@ def fresh_user() -> shard_pb2.UserRecord:
 
 
 def funded_ledger() -> shard_pb2.Ledger:
-    ledger = bank.new_ledger()
-    bank.begin_request(ledger, 10_000)
-    bank.apply_grant(ledger, 1, 10_000)
+    ledger = microbank.new_ledger()
+    microbank.begin_request(ledger, 10_000)
+    microbank.apply_grant(ledger, 1, 10_000)
     return ledger
 
 
