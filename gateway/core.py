@@ -27,7 +27,7 @@ from gateway.upstream import Route, Upstream
 from protos import registry_pb2, shard_pb2
 from runtime import logs
 from runtime.errors import CanistryError, Unavailable
-from runtime.lifecycle import Lifecycle
+from runtime.lifecycle import BackgroundTasks, Lifecycle
 
 __all__ = ["Caller", "Gateway", "Reply", "wall_clock_ms"]
 
@@ -79,7 +79,7 @@ class Gateway(Lifecycle):
         self.registrations = TokenBuckets(
             config.register_rate, config.register_burst, max_clients=config.rate_limit_clients
         )
-        self._sweeper: asyncio.Task[None] | None = None
+        self._loops = BackgroundTasks()
         self._started = False
         self._stopped = False
 
@@ -90,20 +90,22 @@ class Gateway(Lifecycle):
         return self._upstream
 
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.store.start()
-        self._upstream = Upstream(self.config)
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="gateway-sweeper")
+        """Open the store and the channels, start the sweeper; a failure closes what opened."""
         self._started = True
+        try:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            await self.store.start()
+            self._upstream = Upstream(self.config)
+            self._loops.spawn(self._sweep_forever(), name="gateway-sweeper")
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         if self._stopped or not self._started:
             return
         self._stopped = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._loops.stop()
         if self._upstream is not None:
             await self._upstream.close()
         await self.store.stop()
