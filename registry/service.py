@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -15,6 +15,7 @@ from registry.store import RegistryStore
 from registry.watcher import ShardWatcher
 from runtime import rpc
 from runtime.lifecycle import Lifecycle
+from runtime.metrics import Figure
 
 __all__ = ["RegistryService"]
 
@@ -48,6 +49,18 @@ class RegistryService(Lifecycle):
     @property
     def address(self) -> str:
         return self._server.address
+
+    def figures(self) -> Iterator[Figure]:
+        """What ``/metrics`` reports besides RPCs (read at each scrape)."""
+        shards = self.store.shards()
+        yield "registry_shards", "Shards in the directory", len(shards)
+        yield "registry_open_shards", "Shards taking new users", sum(
+            s.state == registry_pb2.SHARD_STATE_ACTIVE for s in shards
+        )
+        yield "registry_users", "Principals assigned a shard", sum(s.users for s in shards)
+        yield "registry_pending", "Assignments not yet confirmed by their shard", sum(
+            s.pending for s in shards
+        )
 
     async def start(self) -> None:
         if self._started:

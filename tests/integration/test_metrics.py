@@ -57,3 +57,5 @@ async def test_every_service_serves_metrics(shared_cluster: Cluster) -> None:
     assert _total(shard, "canistry_rpc_seconds_count{method=UserShard/SubmitQuiz") >= 1
     registry = _samples(urls["registry"])
     assert _total(registry, "canistry_rpc_requests_total{code=ok,method=Registry/Assign") >= 1
+    assert registry["canistry_registry_users{}"] >= 1
+    assert shard["canistry_shard_users{}"] >= 1 and shard["canistry_shard_staked_tokens{}"] > 0
