@@ -23,14 +23,12 @@ __all__ = [
     "is_open",
     "register",
     "validate_address",
-    "validate_principal",
     "validate_shard_id",
 ]
 
 ACTIVE = registry_pb2.SHARD_STATE_ACTIVE
 FULL = registry_pb2.SHARD_STATE_FULL
 
-_MAX_PRINCIPAL = 200
 _SHARD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -101,17 +99,6 @@ def register(
     info.registered_at_ms = now_ms
     info.registration_seq = registration_seq
     return info
-
-
-def validate_principal(principal: str) -> str:
-    """Return ``principal`` if it is plausible text; raise :class:`InvalidArgument` if not."""
-    if not principal:
-        raise InvalidArgument("principal is required")
-    if len(principal) > _MAX_PRINCIPAL:
-        raise InvalidArgument(f"principal is longer than {_MAX_PRINCIPAL} characters")
-    if not principal.isprintable() or any(c.isspace() for c in principal):
-        raise InvalidArgument("principal holds whitespace or control characters")
-    return principal
 
 
 def validate_shard_id(shard_id: str) -> str:

@@ -12,6 +12,7 @@ from registry.poker import HubPoker
 from registry.store import RegistryStore
 from runtime import logs
 from runtime.errors import NoCapacity, UnknownUser
+from runtime.principals import check_principal
 
 __all__ = ["Registry", "wall_clock_ms"]
 
@@ -47,7 +48,7 @@ class Registry:
         Raises :class:`InvalidArgument` for a bad principal and
         :class:`NoCapacity` (after poking the hub) when every shard is full.
         """
-        assignment.validate_principal(principal)
+        check_principal(principal)
         known = self.store.lookup(principal)
         if known is not None and not self.store.is_pending(principal):
             return _assignment(principal, known, newly=False)
@@ -70,7 +71,7 @@ class Registry:
 
     def lookup(self, principal: str) -> registry_pb2.Assignment:
         """The principal's shard. Raises :class:`UnknownUser` if it has none."""
-        assignment.validate_principal(principal)
+        check_principal(principal)
         shard = self.store.lookup(principal)
         if shard is None:
             raise UnknownUser(f"principal {principal} has no shard")

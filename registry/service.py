@@ -54,12 +54,16 @@ class RegistryService(Lifecycle):
         """What ``/metrics`` reports besides RPCs (read at each scrape)."""
         shards = self.store.shards()
         yield "registry_shards", "Shards in the directory", len(shards)
-        yield "registry_open_shards", "Shards taking new users", sum(
-            s.state == registry_pb2.SHARD_STATE_ACTIVE for s in shards
+        yield (
+            "registry_open_shards",
+            "Shards taking new users",
+            sum(s.state == registry_pb2.SHARD_STATE_ACTIVE for s in shards),
         )
         yield "registry_users", "Principals assigned a shard", sum(s.users for s in shards)
-        yield "registry_pending", "Assignments not yet confirmed by their shard", sum(
-            s.pending for s in shards
+        yield (
+            "registry_pending",
+            "Assignments not yet confirmed by their shard",
+            sum(s.pending for s in shards),
         )
 
     async def start(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from protos import shard_pb2
 from runtime.errors import InvalidArgument
+from runtime.principals import check_principal
 
 __all__ = [
     "PROFILE_FIELDS",
@@ -21,7 +22,6 @@ __all__ = [
     "validate_submission",
 ]
 
-MAX_PRINCIPAL_BYTES = 128
 MAX_UNIT_ID = 200
 MAX_ANSWERS = 200
 MAX_ANSWER_PART = 100
@@ -35,13 +35,8 @@ PROFILE_FIELDS = ("name", "email", "education", "gender")
 
 
 def validate_principal(principal: str) -> bytes:
-    """Return the principal's key bytes; raise if it is empty or too long."""
-    if not principal:
-        raise InvalidArgument("principal is required")
-    raw = principal.encode()
-    if len(raw) > MAX_PRINCIPAL_BYTES:
-        raise InvalidArgument(f"principal is longer than {MAX_PRINCIPAL_BYTES} bytes")
-    return raw
+    """The principal's store key; raises as :func:`runtime.principals.check_principal`."""
+    return check_principal(principal).encode()
 
 
 def _check_field(profile: shard_pb2.Profile, name: str) -> None:
