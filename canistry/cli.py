@@ -1,4 +1,4 @@
-"""The ``canistry`` command line (DESIGN §8)."""
+"""The ``canistry`` command line (docs/design.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Content packs: parse and validate the JSON text of a pack (DESIGN §9).
+"""Content packs: parse and validate the JSON text of a pack (docs/design.md §9).
 
 A pack is accepted whole or rejected whole. :func:`parse_pack` either returns
 every unit, answers included, or raises :class:`~runtime.errors.BadContentPack`

@@ -1,6 +1,6 @@
 """The content service's LMDB: units, a by-subject index, and a read cache.
 
-Databases (values are protobuf messages, DESIGN §10):
+Databases (values are protobuf messages, docs/design.md §10):
 
 - ``units``: unit id -> :class:`StoredUnit` (the unit with its answer key);
 - ``by_subject``: ``subject + "\\0" + unit id`` -> :class:`UnitSummary`, so

@@ -1,7 +1,7 @@
-"""The HTTP gateway (DESIGN §7): authenticates users, routes them to their shards, caches content.
+"""The HTTP gateway (docs/design.md §7): authenticates users, routes them, caches content.
 
 Layering, bottom up. Pure modules, no I/O: ``principal`` (IC principals of
-Ed25519 keys), ``signing`` (DESIGN §5 request signatures, both sides),
+Ed25519 keys), ``signing`` (docs/design.md §5 request signatures, both sides),
 ``errors`` (the gateway's error classes), ``problems`` (errors to RFC 9457
 documents), ``caches`` (TTL/LRU caches, ETags), ``idempotency`` (the
 ``Idempotency-Key`` rules) and ``views`` (protobuf to JSON). Then ``store``

@@ -1,4 +1,4 @@
-"""The FastAPI app: DESIGN §7's routes, thin over :class:`gateway.core.Gateway`.
+"""The FastAPI app: docs/design.md §7's routes, thin over :class:`gateway.core.Gateway`.
 
 Routes validate input (pydantic, :mod:`gateway.models`), authenticate signed
 requests (:func:`signed`), call the gateway core and send its JSON bytes.
@@ -31,7 +31,7 @@ from gateway.views import dumps
 __all__ = ["create_app"]
 
 _AUTH_DOC = (
-    "Every user request is signed (DESIGN §5): `Authorization: Canistry key=<b64url raw "
+    "Every user request is signed (docs/design.md §5): `Authorization: Canistry key=<b64url raw "
     "Ed25519 public key>, ts=<unix ms>, nonce=<b64url>, sig=<b64url>`, where `sig` signs "
     "`canistry-v1\\n<METHOD>\\n<path with query>\\n<ts>\\n<nonce>\\n<hex sha256 of body>`."
 )
@@ -156,10 +156,13 @@ def create_app(
     app = FastAPI(
         title="Canistry gateway",
         version="1",
-        description="The HTTP API of a Canistry cluster (DESIGN §7). Errors are RFC 9457 "
+        description="The HTTP API of a Canistry cluster (docs/design.md §7). Errors are RFC 9457 "
         "problem documents.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
+        # Both doc pages load their scripts from a CDN, blank offline; the
+        # schema at /openapi.json is what tools and people read.
+        docs_url=None,
         redoc_url=None,
     )
     install_handlers(app, retry_after_s=config.retry_after_s)

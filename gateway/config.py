@@ -58,7 +58,7 @@ class GatewayConfig:
     retry_after_s: int = 2
     """``Retry-After`` on 503s: no capacity yet, or a dependency down."""
     idempotency_ttl_s: float = 24 * 3600.0
-    """How long an ``Idempotency-Key`` reply is replayed (at least 24 h by DESIGN §7)."""
+    """How long an ``Idempotency-Key`` reply is replayed (at least 24 h by docs/design.md §7)."""
     idempotency_claim_s: float = 30.0
     """How long a request holding a key blocks a duplicate before a crash is assumed."""
     max_body_bytes: int = 64 * 1024
@@ -113,7 +113,7 @@ class GatewayConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.idempotency_ttl_s < 24 * 3600:
-            raise ValueError("idempotency_ttl_s must be at least 24 hours (DESIGN §7)")
+            raise ValueError("idempotency_ttl_s must be at least 24 hours (docs/design.md §7)")
         sizes = (
             "route_cache_size", "content_cache_size", "max_body_bytes", "idempotency_quota",
             "register_burst", "rate_limit_clients", "keep_alive_s", "max_connections",

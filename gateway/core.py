@@ -129,7 +129,7 @@ class Gateway(Lifecycle):
     async def authenticate(
         self, *, method: str, path: str, body: bytes, authorization: str | None
     ) -> Caller:
-        """Verify a signed request (DESIGN §5) and spend its nonce.
+        """Verify a signed request (docs/design.md §5) and spend its nonce.
 
         Raises a :class:`~gateway.errors.Unauthenticated` subclass.
         """

@@ -123,7 +123,15 @@ class Edge:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             metrics.REQUESTS.labels(scope["method"], template, str(status)).inc()
-            metrics.LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.LATENCY.labels(scope["method"], template).observe(elapsed)
+            log.info(
+                "http_request",
+                method=scope["method"],
+                route=template,
+                status=status,
+                ms=round(elapsed * 1000, 2),
+            )
             logs.reset_request_id(token)
 
     def _capped(self, receive: Receive) -> Receive:

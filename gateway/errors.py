@@ -4,7 +4,7 @@ Like every Canistry error, each has a stable ``code``; the problem document's
 ``type`` is built from it (:mod:`gateway.problems`).
 
     PermissionDenied
-    └── Unauthenticated            401  the request is not signed as DESIGN §5 says
+    └── Unauthenticated            401  the request is not signed as docs/design.md §5 says
         ├── MissingAuthorization        no Authorization header
         ├── BadAuthorization            not the Canistry scheme, or a garbled field
         ├── BadSignature                the signature does not verify for this request

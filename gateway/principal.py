@@ -1,4 +1,4 @@
-"""Internet Computer principals of Ed25519 keys (DESIGN §5). Pure.
+"""Internet Computer principals of Ed25519 keys (docs/design.md §5). Pure.
 
 A self-authenticating principal is the SHA-224 of the key's DER
 SubjectPublicKeyInfo followed by the byte ``0x02``. Its text form is the

@@ -1,4 +1,4 @@
-"""The request signature of DESIGN §5, both sides. Pure (no I/O, no clock of its own).
+"""The request signature of docs/design.md §5, both sides. Pure (no I/O, no clock of its own).
 
 A signed request carries::
 
@@ -99,7 +99,7 @@ def parse_authorization(value: str | None) -> SignedHeader:
         raise BadAuthorization("the Authorization header is too long")
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != SCHEME.lower():
-        raise BadAuthorization(f"use the {SCHEME} authorization scheme (DESIGN §5)")
+        raise BadAuthorization(f"use the {SCHEME} authorization scheme (docs/design.md §5)")
     fields: dict[str, str] = {}
     for part in rest.split(","):
         name, eq, text = part.strip().partition("=")

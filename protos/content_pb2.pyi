@@ -225,7 +225,7 @@ class ImportPackRequest(_message.Message):
 
     PACK_JSON_FIELD_NUMBER: _builtins.int
     pack_json: _builtins.str
-    """The pack as JSON text (DESIGN §9)."""
+    """The pack as JSON text (docs/design.md §9)."""
     def __init__(
         self,
         *,

@@ -1,4 +1,4 @@
-"""Each service's access rules: complete, and saying what DESIGN §5 says."""
+"""Each service's access rules: complete, and saying what docs/design.md §5 says."""
 
 from content_service.servicer import ACCESS as CONTENT
 from hub.servicer import ACCESS as HUB

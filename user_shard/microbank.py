@@ -10,7 +10,7 @@ and the users' :class:`~protos.shard_pb2.UserRecord`; no I/O.
   number; a grant is applied at most once per number, then the waiting users
   are settled first come, first served, each user's whole pending at once.
 - So at all times ``granted_total == allowance_remaining + credited_total``
-  (DESIGN §6, invariant 2): no token is made anywhere else.
+  (docs/design.md §6, invariant 2): no token is made anywhere else.
 - Requests are sized from the observed mint rate, so a shard asks the hub
   about once a minute whatever its load.
 """

@@ -8,7 +8,7 @@ exponential backoff until it is answered; the hub is idempotent per
 is applied once, in one transaction that also settles waiting users.
 
 Submissions never wait for this loop: with the hub down they keep paying
-from the allowance, then as pending (DESIGN §6, invariant 6).
+from the allowance, then as pending (docs/design.md §6, invariant 6).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The store runs :func:`record_submission` inside the write transaction, on
 the freshest user record, so the daily limits hold however many submissions
-of one user race (DESIGN §6, invariant 5); and a unit pays at most once
+of one user race (docs/design.md §6, invariant 5); and a unit pays at most once
 (invariant 3) because the completion and the credit are written together.
 """
 

@@ -1,4 +1,4 @@
-"""A typed Python client for the Canistry HTTP API (DESIGN §7), async and blocking.
+"""A typed Python client for the Canistry HTTP API (docs/design.md §7), async and blocking.
 
     from canistry.client import AsyncClient, Identity
 
@@ -8,7 +8,7 @@
         unit = await api.unit("math-001")
         result = await api.submit(unit.id, {"q1": "a"})
 
-Every user request is signed with the identity's Ed25519 key (DESIGN §5);
+Every user request is signed with the identity's Ed25519 key (docs/design.md §5);
 the principal is the key's IC self-authenticating principal, the same text
 dfx shows for the same key. Errors raise :class:`ApiError`, which carries
 the problem document.

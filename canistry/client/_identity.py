@@ -31,7 +31,7 @@ class IdentityError(ValueError):
 
 
 class Identity:
-    """An Ed25519 key pair that signs requests (DESIGN §5)."""
+    """An Ed25519 key pair that signs requests (docs/design.md §5)."""
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._key = private_key

@@ -28,7 +28,7 @@ EXAMPLES = 500 if os.environ.get("CANISTRY_LONG") == "1" else 60
 
 
 class Signer(requests.auth.AuthBase):
-    """Signs each prepared request as DESIGN §5 says, after schemathesis built it."""
+    """Signs each prepared request as docs/design.md §5 says, after schemathesis built it."""
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity

@@ -1,4 +1,4 @@
-"""The DESIGN §5 signature: header parsing, skew, signature, both sides. Pure."""
+"""The docs/design.md §5 signature: header parsing, skew, signature, both sides. Pure."""
 
 from __future__ import annotations
 
