@@ -53,6 +53,7 @@ __all__ = [
     "UnknownUnit",
     "UnknownUser",
     "WrongShard",
+    "from_code",
     "from_rpc_error",
 ]
 
@@ -172,6 +173,15 @@ _BY_STATUS: dict[grpc.StatusCode, type[CanistryError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
 }
+
+
+def from_code(code: str, message: str) -> CanistryError:
+    """The error whose stable ``code`` this is (a plain :class:`CanistryError` if unknown).
+
+    For errors that travel inside a reply rather than as a call's status,
+    such as one item of a batch.
+    """
+    return _BY_CODE.get(code, CanistryError)(message)
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> CanistryError:

@@ -8,11 +8,14 @@ again later).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from protos import content_pb2, content_pb2_grpc, hub_pb2, hub_pb2_grpc
-from runtime.errors import CanistryError, DeadlineExceeded, Unavailable
+from runtime.errors import CanistryError, DeadlineExceeded, Unavailable, from_code
 from runtime.rpc import make_channel, rpc_errors
 from runtime.tls import Role, TLSConfig
 from user_shard import microbank
+from user_shard.batching import Item, VerifyBatcher
 from user_shard.submission import Verdict
 
 __all__ = ["CONTENT_DEADLINE_S", "HUB_DEADLINE_S", "ContentClient", "HubClient"]
@@ -24,31 +27,49 @@ HUB_DEADLINE_S = 3.0
 
 
 class ContentClient:
-    """Grades answers at the content service; answer keys never come here."""
+    """Grades answers at the content service; answer keys never come here.
 
-    def __init__(self, address: str, tls: TLSConfig | None) -> None:
+    Concurrent submissions share calls (:class:`~user_shard.batching.VerifyBatcher`):
+    one ``VerifyQuizBatch`` carries every submission waiting at that moment.
+    """
+
+    def __init__(self, address: str, tls: TLSConfig | None, *, max_batch: int = 256) -> None:
         self._channel = make_channel(address, tls, server_role=Role.CONTENT)
         self._stub: content_pb2_grpc.ContentAsyncStub = content_pb2_grpc.ContentStub(self._channel)
+        self.batcher = VerifyBatcher(self._send, max_batch=max_batch)
 
     async def verify(self, unit_id: str, answers: dict[str, str]) -> Verdict:
         """The grade. Raises UnknownUnit or InvalidArgument as content said, and
         Unavailable when content cannot grade it now (down, slow or failing)."""
+        return await self.batcher.verify(unit_id, answers)
+
+    async def _send(self, items: Sequence[Item]) -> list[Verdict | CanistryError]:
+        request = content_pb2.VerifyQuizBatchRequest(
+            items=[
+                content_pb2.VerifyQuizRequest(unit_id=i.unit_id, answers=i.answers) for i in items
+            ]
+        )
         try:
             async with rpc_errors("content service"):
-                reply = await self._stub.VerifyQuiz(
-                    content_pb2.VerifyQuizRequest(unit_id=unit_id, answers=answers),
-                    timeout=CONTENT_DEADLINE_S,
-                )
+                reply = await self._stub.VerifyQuizBatch(request, timeout=CONTENT_DEADLINE_S)
         except DeadlineExceeded as exc:
             raise Unavailable("content service did not answer in time") from exc
         except CanistryError as exc:
             if type(exc) is CanistryError:  # INTERNAL or an unknown status: no reason we know
                 raise Unavailable("content service failed") from exc
             raise
-        return Verdict(reply.passed, reply.score, reply.total, reply.reward)
+        return [_verdict(outcome) for outcome in reply.outcomes]
 
     async def close(self) -> None:
+        await self.batcher.close()
         await self._channel.close()
+
+
+def _verdict(outcome: content_pb2.VerifyQuizOutcome) -> Verdict | CanistryError:
+    if outcome.WhichOneof("outcome") == "error":
+        return from_code(outcome.error.code, outcome.error.message)
+    r = outcome.reply
+    return Verdict(r.passed, r.score, r.total, r.reward)
 
 
 class HubClient:

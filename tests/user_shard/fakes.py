@@ -21,7 +21,28 @@ class FakeContent(content_pb2_grpc.ContentServicer):
 
     def __init__(self) -> None:
         self.calls = 0
+        """Submissions graded, alone or in batches."""
+        self.batches: list[int] = []
+        """The size of each VerifyQuizBatch call."""
+        self.fail_batches = 0
+        """Answer the next N batch calls UNAVAILABLE, as a content service going down."""
         self.server: rpc.Server | None = None
+
+    async def VerifyQuizBatch(self, request, context):
+        self.batches.append(len(request.items))
+        if self.fail_batches:
+            self.fail_batches -= 1
+            raise Unavailable("content is going down")
+        outcomes = []
+        for item in request.items:
+            try:
+                reply = await self.VerifyQuiz(item, context)
+            except UnknownUnit as exc:
+                error = content_pb2.VerifyQuizError(code=exc.code, message=exc.message)
+                outcomes.append(content_pb2.VerifyQuizOutcome(error=error))
+            else:
+                outcomes.append(content_pb2.VerifyQuizOutcome(reply=reply))
+        return content_pb2.VerifyQuizBatchReply(outcomes=outcomes)
 
     async def VerifyQuiz(self, request, context):
         self.calls += 1
