@@ -64,7 +64,7 @@ async def _shard_row(info: registry_pb2.ShardInfo, tls: TLSConfig | None) -> Sha
     row = ShardRow(info.shard_id, info.address, _STATE.get(info.state, "unknown"), info.users)
     try:
         async with (
-            make_channel(info.address, tls, server_role=Role.SHARD) as ch,
+            make_channel(info.address, tls, server_role=Role.SHARD, shard_id=info.shard_id) as ch,
             rpc_errors(info.shard_id),
         ):
             s = await shard_pb2_grpc.UserShardStub(ch).GetShardStatus(

@@ -56,7 +56,7 @@ class ShardWatcher:
         self.rounds = 0
         self.released = 0
         """Pending assignments released since start."""
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -86,9 +86,9 @@ class ShardWatcher:
         """Ask every registered shard once; a shard that fails is skipped this round."""
         self.rounds += 1
         shards = self.store.shards()
-        live = {s.address for s in shards}
-        for address in [a for a in self._channels if a not in live]:
-            await self._channels.pop(address).close()
+        live = {(s.address, s.shard_id) for s in shards}
+        for gone in [key for key in self._channels if key not in live]:
+            await self._channels.pop(gone).close()
         for shard in shards:
             try:
                 await self.census(shard)
@@ -103,7 +103,7 @@ class ShardWatcher:
         cfg = self.config
         pending = self.store.pending_on(shard.shard_id, MAX_CENSUS)
         async with rpc_errors(f"shard {shard.shard_id}"):
-            reply: shard_pb2.CensusReply = await self._stub(shard.address).Census(
+            reply: shard_pb2.CensusReply = await self._stub(shard.address, shard.shard_id).Census(
                 shard_pb2.CensusRequest(principals=[p for p, _ in pending]),
                 timeout=cfg.shard_timeout_s,
             )
@@ -145,10 +145,12 @@ class ShardWatcher:
                 users=settled[0].users,
             )
 
-    def _stub(self, address: str) -> shard_pb2_grpc.UserShardAsyncStub:
-        channel = self._channels.get(address)
+    def _stub(self, address: str, shard_id: str) -> shard_pb2_grpc.UserShardAsyncStub:
+        """A stub whose calls name ``shard_id``: whatever else now listens at ``address``
+        refuses them (WrongShard), so its answer never releases this shard's users."""
+        channel = self._channels.get((address, shard_id))
         if channel is None:
-            channel = self._channels[address] = make_channel(
-                address, self.config.server.tls, server_role=Role.SHARD
+            channel = self._channels[(address, shard_id)] = make_channel(
+                address, self.config.server.tls, server_role=Role.SHARD, shard_id=shard_id
             )
         return shard_pb2_grpc.UserShardStub(channel)

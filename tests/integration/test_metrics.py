@@ -51,7 +51,8 @@ async def test_every_service_serves_metrics(shared_cluster: Cluster) -> None:
     content = _samples(urls["content"])
     assert content["canistry_content_units{}"] == len(SAMPLE)
     assert _total(content, "canistry_content_verifications_total{outcome=passed}") >= 1
-    assert _total(content, "canistry_rpc_requests_total{code=ok,method=Content/VerifyQuizBatch") >= 1
+    batch = "canistry_rpc_requests_total{code=ok,method=Content/VerifyQuizBatch"
+    assert _total(content, batch) >= 1
     shard = _samples(urls["shard-0001"])
     assert _total(shard, "canistry_commit_batch_jobs_count") >= 1
     assert _total(shard, "canistry_rpc_seconds_count{method=UserShard/SubmitQuiz") >= 1

@@ -142,3 +142,22 @@ async def test_nothing_is_released_while_the_shard_cannot_answer(tmp_path: Path)
         await reg.watcher.census_round()
         assert reg.store.lookup("erin") is not None
         assert (directory(reg).users, directory(reg).pending) == (1, 1)
+
+
+async def test_a_census_reaching_another_shard_at_a_stale_address_releases_nothing(
+    tmp_path: Path, shard
+) -> None:
+    """Shard "s0" held alice; its address now belongs to shard "s1", which has no alice.
+
+    The census names the shard it means, so s1 refuses it, and alice keeps s0.
+    """
+    svc, _client = shard  # this one is "s1"
+    clock = Clock()
+    async with RegistryService(registry_config(tmp_path), clock=clock) as reg:
+        await reg.registry.register_shard("s0", svc.address)  # stale: s1 listens there now
+        await reg.registry.assign("alice")  # her profile is on s0, wherever it is now
+        clock.pass_timeout()
+        await reg.watcher.census_round()
+        info = directory(reg)
+        assert (info.shard_id, info.users, info.pending) == ("s0", 1, 1), "nothing released"
+        assert reg.registry.lookup("alice").shard_id == "s0"
