@@ -74,6 +74,8 @@ class CapacityRounds:
         self.max_shards = max_shards
         self.rounds = 0
         self._limit_logged = False
+        self.limit_warnings = 0
+        """Times ``shard_limit_reached`` was logged (once per time the limit is hit)."""
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._spawn_task: asyncio.Task[hub_pb2.ShardRecord] | None = None
@@ -179,6 +181,7 @@ class CapacityRounds:
             return False
         if not self._limit_logged:
             self._limit_logged = True
+            self.limit_warnings += 1
             log.warning(
                 "shard_limit_reached",
                 shards=count,
