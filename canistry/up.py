@@ -343,9 +343,9 @@ async def _wait_for_shards(
 ) -> list[tuple[str, str]]:
     """Wait until ``want`` registered shards answer healthy; return every registered one.
 
-    Only those: on a resume the hub brings the others back at its own pace,
-    newest first, so the newest (the one taking new users) is checked first.
-    Gives up once ``progress`` stalls (neither more registered nor more serving).
+    Only those: on a resume the hub brings the others back at its own pace
+    (newest first: the one taking new users). Gives up once ``progress``
+    stalls (neither more registered nor more serving).
     """
     from protos import registry_pb2, registry_pb2_grpc
     from runtime.rpc import make_channel
@@ -358,7 +358,7 @@ async def _wait_for_shards(
             try:
                 d = await stub.ListShards(registry_pb2.ListShardsRequest(), timeout=2)
                 registered = [(s.shard_id, s.address) for s in d.shards]
-                serving = await _count_serving(registered[::-1], tls, want)
+                serving = await _count_serving(registered, tls)
                 if len(registered) >= want and serving >= want:
                     return registered
             except Exception:  # the registry is still starting: no progress yet
@@ -373,21 +373,19 @@ async def _wait_for_shards(
             await asyncio.sleep(0.2)
 
 
-async def _count_serving(shards: list[tuple[str, str]], tls: TLSConfig, want: int) -> int:
-    """How many of ``shards`` (in order) answer healthy, stopping at ``want``."""
+async def _count_serving(shards: list[tuple[str, str]], tls: TLSConfig) -> int:
+    """How many of ``shards`` answer healthy now (probed all at once, briefly)."""
     from runtime.errors import Unavailable
     from runtime.rpc import wait_healthy
 
-    count = 0
-    for _shard_id, address in shards:
+    async def serves(address: str) -> bool:
         try:
             await wait_healthy(address, timeout_s=0.5, tls=tls, server_role=Role.SHARD)
         except Unavailable:
-            continue
-        count += 1
-        if count >= want:
-            break
-    return count
+            return False
+        return True
+
+    return sum(await asyncio.gather(*(serves(address) for _id, address in shards)))
 
 
 def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
