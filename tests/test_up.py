@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from canistry.children import Child, core_backoff
+import pytest
+
+from canistry.children import Child, ChildFailed, core_backoff
 from canistry.progress import Progress
 from canistry.up import Cluster, UpConfig
 
@@ -74,3 +78,42 @@ def test_progress_extends_the_deadline_while_something_changes() -> None:
     assert not p.stalled()
     now[0] += 0.1
     assert p.stalled() and p.waited_s() == 155.0
+
+
+def _child(tmp_path: Path, script: str) -> Child:
+    ready, log = tmp_path / "ready", tmp_path / "child.log"
+    script = script.replace("READY", repr(str(ready))).replace("LOG", repr(str(log)))
+    return Child("svc", [sys.executable, "-c", script], ready, log)
+
+
+def test_a_child_that_keeps_making_progress_is_waited_for_past_the_stall_time(
+    tmp_path: Path,
+) -> None:
+    child = _child(
+        tmp_path,
+        "import pathlib, sys, time\n"
+        "for i in range(12):\n"
+        "    print('starting shard', i, flush=True); time.sleep(0.1)\n"
+        "pathlib.Path(READY).write_text('127.0.0.1:1')\n"
+        "time.sleep(30)\n",
+    )
+    child.start()
+    try:
+        began = time.monotonic()
+        assert child.wait_ready(stall_s=0.6) == "127.0.0.1:1"
+        assert time.monotonic() - began > 0.6, "longer than the stall time, yet not given up"
+    finally:
+        child.kill()
+
+
+def test_a_stalled_child_fails_saying_what_was_waited_for(tmp_path: Path) -> None:
+    child = _child(tmp_path, "import time; print('hello', flush=True); time.sleep(30)")
+    child.start()
+    try:
+        with pytest.raises(ChildFailed, match="no progress for 1s") as failed:
+            child.wait_ready(stall_s=1.0)
+        assert "write its address to" in str(failed.value) and str(child.log_file) in str(
+            failed.value
+        )
+    finally:
+        child.kill()
