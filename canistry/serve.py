@@ -115,12 +115,14 @@ def add_serve_parser(sub: Any) -> None:
         "--max-shards",
         type=int,
         default=DEFAULT_MAX_SHARDS,
+        metavar="N",
         help=f"the most shards the hub ever creates (fixed at init; default {DEFAULT_MAX_SHARDS})",
     )
     h.add_argument(
         "--start-concurrency",
         type=int,
         default=4,
+        metavar="N",
         help="shard processes started at once after a restart (each until healthy)",
     )
     h.add_argument(
