@@ -23,7 +23,7 @@ from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from hub.config import DEFAULT_MAX_SHARDS
+from hub.config import DEFAULT_MAX_SHARDS, DEFAULT_START_CONCURRENCY, DEFAULT_START_INTERVAL_S
 from runtime import logs
 from runtime.process import run_until_signalled, write_atomically
 from runtime.rpc import ServerConfig
@@ -121,14 +121,14 @@ def add_serve_parser(sub: Any) -> None:
     h.add_argument(
         "--start-concurrency",
         type=int,
-        default=4,
+        default=DEFAULT_START_CONCURRENCY,
         metavar="N",
         help="shard processes started at once after a restart (each until healthy)",
     )
     h.add_argument(
         "--start-interval",
         type=float,
-        default=0.25,
+        default=DEFAULT_START_INTERVAL_S,
         metavar="S",
         help="the least seconds between two shard starts",
     )

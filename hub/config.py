@@ -20,6 +20,8 @@ from runtime.tls import CA_KEY_FILE
 
 __all__ = [
     "DEFAULT_MAX_SHARDS",
+    "DEFAULT_START_CONCURRENCY",
+    "DEFAULT_START_INTERVAL_S",
     "POLICY_FIELDS",
     "SPAWNERS",
     "HubSettings",
@@ -53,6 +55,9 @@ POLICY_FIELDS = (
 
 #: Shards a hub creates at most unless told otherwise (each is a process on this host).
 DEFAULT_MAX_SHARDS = 64
+#: Shard starts the supervisor runs at once, and the least seconds between two.
+DEFAULT_START_CONCURRENCY = 4
+DEFAULT_START_INTERVAL_S = 0.25
 
 #: The most warm shards a hub may keep (each is a running process doing nothing).
 MAX_WARM_POOL = 16
@@ -116,10 +121,10 @@ class HubSettings:
     """The most shards the hub ever creates, warm ones included (abandoned spawns do not
     count). At it the hub spawns nothing more; registrations past the last shard's hard
     limit then get the registry's no-capacity answer (503 with Retry-After at the gateway)."""
-    start_concurrency: int = 4
+    start_concurrency: int = DEFAULT_START_CONCURRENCY
     """Shard processes the supervisor starts at once (each holds its slot until it
     answers healthy, or its start timeout passes): bounds the flood after a restart."""
-    start_interval_s: float = 0.25
+    start_interval_s: float = DEFAULT_START_INTERVAL_S
     """The least time between two shard starts by the supervisor (a rate cap)."""
     durable: bool = True
     """fsync every commit (the hub's and its shards'). Only tests turn this off."""
