@@ -12,9 +12,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from canistry.progress import Progress
+from hub.backoff import Backoff
+
 __all__ = ["Child", "ChildFailed", "serve_argv"]
 
 _PR_SET_PDEATHSIG = 1
+
+
+def core_backoff() -> Backoff:
+    """How ``canistry up`` paces restarts of a core service (the hub's own Backoff).
+
+    Shorter than a shard's (0.25 s doubling to 10 s), and uptime earns it back
+    (halved per 5 s up): nothing is spawned while the hub is down, so a hub
+    that dies now and then must come back within seconds, not after the
+    longest delay it ever reached.
+    """
+    return Backoff(initial_s=0.25, max_s=10.0, reset_after_s=60.0, credit_s=5.0)
 
 
 class ChildFailed(RuntimeError):
@@ -47,8 +61,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
-    backoff_s: float = 0.5
-    next_restart_at: float | None = None
+    backoff: Backoff = field(default_factory=core_backoff)
     address: str = field(default="")
 
     def start(self) -> None:
@@ -69,10 +82,16 @@ class Child:
             log.close()
         self.started_at = time.monotonic()
 
-    def wait_ready(self, timeout_s: float = 30.0) -> str:
-        """Wait until the child has written its address; return it."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    def wait_ready(self, stall_s: float = 30.0) -> str:
+        """Wait until the child has written its address; return it.
+
+        The wait goes on as long as the child keeps writing to its log; it
+        fails (:class:`ChildFailed`, saying what it waited for) once the log
+        has not grown for ``stall_s``, or when the child exits.
+        """
+        progress = Progress(stall_s)
+        while True:
+            progress.note(_size(self.log_file))
             if self.ready_file.exists():
                 text = self.ready_file.read_text().strip()
                 if text:
@@ -83,8 +102,13 @@ class Child:
                     f"{self.name} exited with code {self.proc.returncode} before it was ready; "
                     f"last lines of {self.log_file}:\n{tail(self.log_file)}"
                 )
+            if progress.stalled():
+                raise ChildFailed(
+                    f"{self.name} was not ready: waited {progress.waited_s():.0f}s for it to "
+                    f"write its address to {self.ready_file}, and its log has shown no "
+                    f"progress for {stall_s:.0f}s; see {self.log_file}"
+                )
             time.sleep(0.05)
-        raise ChildFailed(f"{self.name} was not ready after {timeout_s:.0f}s; see {self.log_file}")
 
     def exited(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
@@ -107,6 +131,13 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def tail(path: Path, lines: int = 15) -> str:

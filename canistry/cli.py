@@ -10,6 +10,7 @@ from pathlib import Path
 
 from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout, operator_tls
 from canistry.serve import add_serve_parser, run_serve
+from hub.config import DEFAULT_MAX_SHARDS
 from runtime.tls import TLSError
 
 __all__ = ["main"]
@@ -69,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--hard-limit", type=_positive_int, default=100_000)
     up.add_argument("--min-shards", type=_positive_int, default=1)
     up.add_argument("--scale-interval", type=float, default=60.0, metavar="S")
+    up.add_argument(
+        "--max-shards",
+        type=_positive_int,
+        default=DEFAULT_MAX_SHARDS,
+        metavar="N",
+        help="the most shards the hub ever creates, fixed at the first start "
+        f"(default {DEFAULT_MAX_SHARDS}); past them new users get 503 with Retry-After",
+    )
     up.add_argument("--content", type=Path, metavar="PACK", help="content pack (default: sample)")
     up.add_argument("--cap", type=_positive_int, default=4_200_000_000, help=argparse.SUPPRESS)
     up.add_argument(
@@ -166,6 +175,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             warm_pool=args.warm_pool,
             register_rate=args.register_rate,
             register_burst=args.register_burst,
+            max_shards=args.max_shards,
         )
         if args.workers is not None:
             config = dataclasses.replace(config, gateway_workers=args.workers)

@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 from typing import Any
 
+from hub.config import DEFAULT_MAX_SHARDS, DEFAULT_START_CONCURRENCY, DEFAULT_START_INTERVAL_S
 from runtime import logs
 from runtime.files import write_atomically
 from runtime.metrics import MetricsServer, register_figures
@@ -119,6 +120,27 @@ def add_serve_parser(sub: Any) -> None:
     h.add_argument(
         "--shard-commit-per-request", action="store_true", help="shards fsync each request alone"
     )
+    h.add_argument(
+        "--max-shards",
+        type=int,
+        default=DEFAULT_MAX_SHARDS,
+        metavar="N",
+        help=f"the most shards the hub ever creates (fixed at init; default {DEFAULT_MAX_SHARDS})",
+    )
+    h.add_argument(
+        "--start-concurrency",
+        type=int,
+        default=DEFAULT_START_CONCURRENCY,
+        metavar="N",
+        help="shard processes started at once after a restart (each until healthy)",
+    )
+    h.add_argument(
+        "--start-interval",
+        type=float,
+        default=DEFAULT_START_INTERVAL_S,
+        metavar="S",
+        help="the least seconds between two shard starts",
+    )
     # Hidden: started, unassigned shards kept ready (fixed at init like every policy).
     h.add_argument("--warm-pool", type=int, default=0, metavar="N", help=argparse.SUPPRESS)
     # Hidden, tests only: every spawn stops for good after this step, to kill the hub there.
@@ -209,6 +231,9 @@ def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
             daily_token_limit=args.token_limit,
             shard_commit_per_request=args.shard_commit_per_request,
             warm_pool=args.warm_pool,
+            max_shards=args.max_shards,
+            start_concurrency=args.start_concurrency,
+            start_interval_s=args.start_interval,
             pause_spawn_after=args.pause_spawn_after,
             durable=durable,
         )

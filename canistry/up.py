@@ -2,11 +2,15 @@
 
 It makes the cluster CA and the certificates of every core service, the
 gateway and the operator (once; later runs reuse them until they near their
-end), starts content, registry and hub as child processes, waits until the hub
-has its minimum shards, prints where everything listens, then supervises:
-a core service that dies is restarted with backoff. The first SIGINT or
-SIGTERM stops everything, shards included, in order (hub first, so it spawns
-nothing new); a second one kills what is left at once. Running it again on
+end), starts content, registry and hub as child processes, waits until the
+hub's minimum shards serve (the newest first; on a resume the hub brings the
+rest back at a bounded rate meanwhile), starts the gateway, prints where
+everything listens, then supervises: a core service that dies is restarted
+with the hub's :class:`~hub.backoff.Backoff`. Waits go on while progress is
+made and give up only after ``stall_timeout_s`` without any. The first
+SIGINT, SIGTERM or SIGHUP (the terminal closed) stops everything, shards
+included, in order (hub first, so it spawns nothing new); a second one kills
+what is left at once. Running it again on
 the same data directory resumes the same cluster: ports are kept in
 ``cluster.json`` because shards and the registry remember addresses.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import fcntl
 import os
@@ -29,8 +34,9 @@ from typing import TextIO
 
 from canistry.children import Child, ChildFailed, serve_argv
 from canistry.layout import CERTIFIED, CORE_SERVICES, ClusterLayout
+from canistry.progress import Progress
 from gateway.config import default_workers
-from hub.config import MAX_WARM_POOL, kept_notes
+from hub.config import DEFAULT_MAX_SHARDS, MAX_WARM_POOL, kept_notes
 from hub.spawner import stop_shards
 from hub.store import stored_config
 from protos import hub_pb2
@@ -79,7 +85,12 @@ class UpConfig:
     """Shards share fsyncs among concurrent writes; off only to measure the difference."""
     warm_pool: int = 0
     """Started, unassigned shards the hub keeps ready to serve at once (fixed at first start)."""
-    ready_timeout_s: float = 60.0
+    max_shards: int = DEFAULT_MAX_SHARDS
+    """The most shards the hub ever creates (fixed at its first start); past it new users
+    get 503 no-capacity with Retry-After."""
+    stall_timeout_s: float = 60.0
+    """Waits for a child to get ready, or for shards to serve, give up only after this long
+    without progress (a child writing its log, one more shard serving)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.soft_limit <= self.hard_limit:
@@ -90,6 +101,8 @@ class UpConfig:
             raise UpError("--register-rate must be positive and --register-burst at least 1")
         if self.min_shards < 1:
             raise UpError("--min-shards must be at least 1")
+        if self.max_shards < self.min_shards:
+            raise UpError("--max-shards must be at least --min-shards")
         if self.scale_interval_s <= 0:
             raise UpError("--scale-interval must be positive")
         if not 0 <= self.warm_pool <= MAX_WARM_POOL:
@@ -109,6 +122,7 @@ _HUB_POLICY = {
     "attempt_limit": "daily_attempt_limit",
     "token_limit": "daily_token_limit",
     "warm_pool": "warm_pool",
+    "max_shards": "max_shards",
 }
 
 
@@ -133,7 +147,9 @@ class Cluster:
         self._lock_fh: TextIO | None = None
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        # The terminal may be gone (SIGHUP): stopping the cluster matters more than saying so.
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=self.out, flush=True)
 
     def lock(self) -> None:
         self.layout.data_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +196,8 @@ class Cluster:
         if stored is None:
             return
         c = self.config
+        if stored.max_shards == 0:  # stored before the field existed: the hub fixes it now
+            stored.max_shards = c.max_shards
         asked = hub_pb2.HubConfig(
             **{stored_name: getattr(c, name) for name, stored_name in _HUB_POLICY.items()},
             shard_commit_per_request=not c.shard_group_commit,
@@ -214,7 +232,7 @@ class Cluster:
                 "--ca-dir", str(lay.ca_dir.resolve()),
                 "--cap", str(c.cap), "--soft-limit", str(c.soft_limit),
                 "--hard-limit", str(c.hard_limit), "--min-shards", str(c.min_shards),
-                "--scale-interval", str(c.scale_interval_s),
+                "--scale-interval", str(c.scale_interval_s), "--max-shards", str(c.max_shards),
                 "--base-allowance", str(c.base_allowance),
                 "--attempt-limit", str(c.attempt_limit), "--token-limit", str(c.token_limit),
                 *([] if c.shard_group_commit else ["--shard-commit-per-request"]),
@@ -235,7 +253,7 @@ class Cluster:
     def start(self) -> None:
         for child in self.children.values():
             child.start()
-            address = child.wait_ready(self.config.ready_timeout_s)
+            address = child.wait_ready(self.config.stall_timeout_s)
             self.say(f"  {child.name:<10} {address}   (log: {child.log_file})")
 
     def boot(self) -> list[tuple[str, str]]:
@@ -252,10 +270,10 @@ class Cluster:
         self.say(f"  mutual TLS under the cluster CA in {self.layout.ca_dir.resolve()}")
         self.start()
         registry = self.children["registry"].address
-        want, timeout_s = self.config.min_shards, self.config.ready_timeout_s
+        want, stall_s = self.config.min_shards, self.config.stall_timeout_s
         # Its own loop in a worker thread: boot() is blocking, and callers may
         # be inside an event loop (tests) or not (the CLI).
-        wait = _wait_for_shards(registry, self.tls("operator"), want, timeout_s)
+        wait = _wait_for_shards(registry, self.tls("operator"), want, Progress(stall_s))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             shards = pool.submit(asyncio.run, wait).result()
         self.start_gateway()
@@ -285,26 +303,25 @@ class Cluster:
         child = Child("gateway", argv, lay.ready_file("gateway"), lay.log_file("gateway"))
         self.children["gateway"] = child
         child.start()
-        child.wait_ready(c.ready_timeout_s)
+        child.wait_ready(c.stall_timeout_s)
         self.say(f"  {'gateway':<10} {self.gateway_url}   (log: {child.log_file})")
 
-    def supervise_once(self) -> None:
-        now = time.monotonic()
+    def supervise_once(self, now: float | None = None) -> None:
+        """Restart each core service that exited, paced by its :class:`Backoff`."""
+        now = time.monotonic() if now is None else now
         for child in self.children.values():
             code = child.exited()
+            backoff = child.backoff
             if code is None:
-                if now - child.started_at > 60:
-                    child.backoff_s = 0.5
+                backoff.alive(now)
                 continue
-            if child.next_restart_at is None:
-                child.next_restart_at = now + child.backoff_s
+            if backoff.retry_at is None:
                 self.say(
                     f"canistry: {child.name} exited with code {code}; "
-                    f"restarting in {child.backoff_s:.1f}s"
+                    f"restarting in {backoff.delay_s:.2f}s"
                 )
-                child.backoff_s = min(child.backoff_s * 2, 30.0)
-            elif now >= child.next_restart_at:
-                child.next_restart_at = None
+            if backoff.dead(now):
+                backoff.restarted(now)
                 child.restarts += 1
                 child.start()
 
@@ -329,25 +346,53 @@ class Cluster:
 
 
 async def _wait_for_shards(
-    registry: str, tls: TLSConfig, want: int, timeout_s: float
+    registry: str, tls: TLSConfig, want: int, progress: Progress
 ) -> list[tuple[str, str]]:
+    """Wait until ``want`` registered shards answer healthy; return every registered one.
+
+    Only those: on a resume the hub brings the others back at its own pace
+    (newest first: the one taking new users). Gives up once ``progress``
+    stalls (neither more registered nor more serving).
+    """
     from protos import registry_pb2, registry_pb2_grpc
     from runtime.rpc import make_channel
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    registered: list[tuple[str, str]] = []
+    serving = 0
     async with make_channel(registry, tls, server_role=Role.REGISTRY) as channel:
         stub = registry_pb2_grpc.RegistryStub(channel)
         while True:
             try:
                 d = await stub.ListShards(registry_pb2.ListShardsRequest(), timeout=2)
-                if len(d.shards) >= want:
-                    return [(s.shard_id, s.address) for s in d.shards]
-            except Exception:
+                registered = [(s.shard_id, s.address) for s in d.shards]
+                serving = await _count_serving(registered, tls)
+                if len(registered) >= want and serving >= want:
+                    return registered
+            except Exception:  # the registry is still starting: no progress yet
                 pass
-            if loop.time() > deadline:
-                raise UpError(f"the hub did not bring up {want} shard(s) in {timeout_s:.0f}s")
+            progress.note((len(registered), serving))
+            if progress.stalled():
+                raise UpError(
+                    f"waited {progress.waited_s():.0f}s for {want} shard(s) to serve "
+                    f"({len(registered)} registered, {serving} serving) and saw no progress "
+                    f"for {progress.stall_s:.0f}s"
+                )
             await asyncio.sleep(0.2)
+
+
+async def _count_serving(shards: list[tuple[str, str]], tls: TLSConfig) -> int:
+    """How many of ``shards`` answer healthy now (probed all at once, briefly)."""
+    from runtime.errors import Unavailable
+    from runtime.rpc import wait_healthy
+
+    async def serves(address: str) -> bool:
+        try:
+            await wait_healthy(address, timeout_s=0.5, tls=tls, server_role=Role.SHARD)
+        except Unavailable:
+            return False
+        return True
+
+    return sum(await asyncio.gather(*(serves(address) for _id, address in shards)))
 
 
 def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
@@ -365,7 +410,9 @@ def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
             cluster.kill()
             os._exit(128 + signum)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: a closed terminal must not leave shards running, orphaned.
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, on_signal) for s in stop_signals}
     log_file = cluster.layout.log_file("up")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_stream = open(log_file, "a")  # the terminal gets the readable lines; details go here

@@ -19,6 +19,9 @@ from runtime.rpc import ServerConfig
 from runtime.tls import CA_KEY_FILE
 
 __all__ = [
+    "DEFAULT_MAX_SHARDS",
+    "DEFAULT_START_CONCURRENCY",
+    "DEFAULT_START_INTERVAL_S",
     "POLICY_FIELDS",
     "SPAWNERS",
     "HubSettings",
@@ -47,7 +50,14 @@ POLICY_FIELDS = (
     "shard_start_timeout_s",
     "shard_commit_per_request",
     "warm_pool",
+    "max_shards",
 )
+
+#: Shards a hub creates at most unless told otherwise (each is a process on this host).
+DEFAULT_MAX_SHARDS = 64
+#: Shard starts the supervisor runs at once, and the least seconds between two.
+DEFAULT_START_CONCURRENCY = 4
+DEFAULT_START_INTERVAL_S = 0.25
 
 #: The most warm shards a hub may keep (each is a running process doing nothing).
 MAX_WARM_POOL = 16
@@ -107,6 +117,15 @@ class HubSettings:
     warm_pool: int = 0
     """Started, healthy, unassigned shards kept ready: when the soft limit is crossed
     one of them is registered at once instead of starting a shard cold."""
+    max_shards: int = DEFAULT_MAX_SHARDS
+    """The most shards the hub ever creates, warm ones included (abandoned spawns do not
+    count). At it the hub spawns nothing more; registrations past the last shard's hard
+    limit then get the registry's no-capacity answer (503 with Retry-After at the gateway)."""
+    start_concurrency: int = DEFAULT_START_CONCURRENCY
+    """Shard processes the supervisor starts at once (each holds its slot until it
+    answers healthy, or its start timeout passes): bounds the flood after a restart."""
+    start_interval_s: float = DEFAULT_START_INTERVAL_S
+    """The least time between two shard starts by the supervisor (a rate cap)."""
     durable: bool = True
     """fsync every commit (the hub's and its shards'). Only tests turn this off."""
     pause_spawn_after: str = ""
@@ -147,6 +166,12 @@ class HubSettings:
             raise ValueError("shard_start_timeout_s must be > 0")
         if not 0 <= self.warm_pool <= MAX_WARM_POOL:
             raise ValueError(f"warm_pool must be in 0..{MAX_WARM_POOL}, got {self.warm_pool}")
+        if self.max_shards < max(1, self.min_shards):
+            raise ValueError(
+                f"max_shards ({self.max_shards}) must be >= 1 and >= min_shards ({self.min_shards})"
+            )
+        if self.start_concurrency < 1 or self.start_interval_s < 0:
+            raise ValueError("start_concurrency must be >= 1 and start_interval_s >= 0")
         pause_step(self.pause_spawn_after)  # raises for an unknown step
 
     def init_config(self) -> hub_pb2.HubConfig:
@@ -166,6 +191,7 @@ class HubSettings:
             shard_start_timeout_s=self.shard_start_timeout_s,
             shard_commit_per_request=self.shard_commit_per_request,
             warm_pool=self.warm_pool,
+            max_shards=self.max_shards,
         )
 
 

@@ -13,6 +13,11 @@ lock, even while a spawn runs, and wakes the loop so that the pool is
 refilled. A caller waits for a spawn that adds capacity, but never for a
 refill of the warm pool: only the background loop follows that one to its
 end.
+
+No new shard is allocated once ``max_shards`` exist (abandoned spawns not
+counted): the round answers "at_limit" and logs ``shard_limit_reached`` once
+(again only after the count fell below the limit). Resuming an unfinished
+spawn and promoting a warm shard still happen: neither adds a shard.
 """
 
 from __future__ import annotations
@@ -30,9 +35,14 @@ from protos import hub_pb2
 from runtime import logs
 from runtime.errors import CanistryError
 
-__all__ = ["CapacityRounds"]
+__all__ = ["CapacityRounds", "shard_count"]
 
 log = logs.get_logger(__name__)
+
+
+def shard_count(records: list[hub_pb2.ShardRecord]) -> int:
+    """Shards that count against ``max_shards``: every one created and not abandoned."""
+    return sum(1 for r in records if r.step != hub_pb2.SPAWN_STEP_ABANDONED)
 
 
 class CapacityRounds:
@@ -47,8 +57,12 @@ class CapacityRounds:
         warm_pool: int = 0,
         is_alive: Callable[[hub_pb2.ShardRecord], bool] = lambda record: True,
         retry_max_s: float = 30.0,
+        max_shards: int = 0,
     ) -> None:
-        """``is_alive`` tells whether a shard's process runs (a warm one is promoted only then)."""
+        """``is_alive`` tells whether a shard's process runs (a warm one is promoted only then).
+
+        ``max_shards`` (0: no limit) is the most shards ever allocated.
+        """
         self.store = store
         self.registry = registry
         self.spawns = spawns
@@ -57,7 +71,11 @@ class CapacityRounds:
         self.warm_pool = warm_pool
         self.is_alive = is_alive
         self.retry_max_s = retry_max_s
+        self.max_shards = max_shards
         self.rounds = 0
+        self._limit_logged = False
+        self.limit_warnings = 0
+        """Times ``shard_limit_reached`` was logged (once per time the limit is hit)."""
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._spawn_task: asyncio.Task[hub_pb2.ShardRecord] | None = None
@@ -134,6 +152,11 @@ class CapacityRounds:
                 return hub_pb2.EnsureCapacityReply(action="enough", detail=decision.reason)
             if action is capacity.Action.IN_PROGRESS:
                 return self._in_progress()
+            new = action in (capacity.Action.SPAWN, capacity.Action.FILL)
+            if new and self._at_limit(records, decision.reason):
+                return hub_pb2.EnsureCapacityReply(
+                    action="at_limit", detail=f"{self.max_shards} shards, the most allowed"
+                )
             log.info("capacity_spawn", action=action.value, reason=decision.reason)
             if action is capacity.Action.PROMOTE and decision.record is not None:
                 return await self._promote(decision.record, decision.reason)
@@ -149,6 +172,24 @@ class CapacityRounds:
                 self.wake()  # the loop follows it, whoever started it
                 return hub_pb2.EnsureCapacityReply(action="warming", detail=decision.reason)
         return await self._outcome(task, decision.reason)
+
+    def _at_limit(self, records: list[hub_pb2.ShardRecord], reason: str) -> bool:
+        """Whether a new shard would pass ``max_shards``; logs it once per time it is hit."""
+        count = shard_count(records)
+        if not self.max_shards or count < self.max_shards:
+            self._limit_logged = False
+            return False
+        if not self._limit_logged:
+            self._limit_logged = True
+            self.limit_warnings += 1
+            log.warning(
+                "shard_limit_reached",
+                shards=count,
+                max_shards=self.max_shards,
+                wanted=reason,
+                detail="no more shards are spawned; registrations past capacity get no-capacity",
+            )
+        return True
 
     async def _promote(
         self, record: hub_pb2.ShardRecord, reason: str

@@ -17,6 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from hub.config import HubSettings, kept_notes, pause_step
 from hub.core import Hub
 from hub.fake_spawner import FakeSpawner
+from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
 from hub.rounds import CapacityRounds
 from hub.servicer import ACCESS, HubServicer
@@ -27,7 +28,7 @@ from hub.supervisor import Supervisor
 from protos import hub_pb2, hub_pb2_grpc
 from runtime import logs, rpc
 from runtime.lifecycle import Lifecycle
-from runtime.tls import ClusterCA
+from runtime.tls import ClusterCA, Role
 
 __all__ = ["HubService"]
 
@@ -118,8 +119,23 @@ class HubService(Lifecycle):
             warm_pool=policy.warm_pool,
             is_alive=self.spawner.is_alive,
             retry_max_s=min(30.0, policy.scale_interval_s),
+            max_shards=policy.max_shards,
         )
-        self.supervisor = Supervisor(self.store, self.spawner, self.registry, ca=ca)
+        start_timeout_s = policy.shard_start_timeout_s
+
+        async def healthy(record: hub_pb2.ShardRecord) -> None:
+            await rpc.wait_healthy(
+                record.address, timeout_s=start_timeout_s, tls=tls, server_role=Role.SHARD
+            )
+
+        self.supervisor = Supervisor(
+            self.store,
+            self.spawner,
+            self.registry,
+            ca=ca,
+            pacer=StartPacer(settings.start_concurrency, settings.start_interval_s),
+            healthy=healthy,
+        )
         self.hub = Hub(
             self.store,
             policy,
@@ -202,5 +218,6 @@ def _policy_fields(policy: hub_pb2.HubConfig) -> dict[str, object]:
         "hard_limit": policy.hard_limit,
         "min_shards": policy.min_shards,
         "warm_pool": policy.warm_pool,
+        "max_shards": policy.max_shards,
         "spawner": policy.spawner,
     }

@@ -68,6 +68,9 @@ class HubStore(WrittenStore):
             if stored is None:
                 put_msg(txn, store.db("meta"), _CONFIG, wanted)
                 return wanted, []
+            if stored.max_shards == 0:  # stored before the field existed: fixed now
+                stored.max_shards = wanted.max_shards
+                put_msg(txn, store.db("meta"), _CONFIG, stored)
             return stored, hub_config.differences(stored, wanted)
 
         return await self.committer.submit(fn)
