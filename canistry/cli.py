@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import os
 import sys
 from pathlib import Path
 
+from canistry import __version__
+from canistry.flags import add_config_flags, config_values
 from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout, operator_tls
 from canistry.serve import add_serve_parser, run_serve
-from hub.config import DEFAULT_MAX_SHARDS
+from canistry.up import UpConfig
 from runtime.tls import TLSError
 
 __all__ = ["main"]
@@ -37,57 +39,38 @@ def _operator_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The UpConfig fields `canistry up` takes as flags (the rest are for benchmarks and tests).
+_UP_FLAGS = (
+    "data_dir", "port", "gateway_workers", "register_rate", "register_burst", "soft_limit",
+    "hard_limit", "min_shards", "max_shards", "scale_interval_s", "content_pack", "cap",
+    "base_allowance", "daily_attempt_limit", "daily_token_limit", "warm_pool", "stall_timeout_s",
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="canistry", description="A sharded learn-to-earn service cluster."
     )
+    parser.add_argument("--version", action="version", version=f"canistry {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run the whole cluster on this machine, in the foreground")
-    up.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    up.add_argument("--port", type=int, default=8080, help="HTTP gateway port (0: any free port)")
-    up.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=None,
-        help="gateway worker processes (default: up to 2, one per core)",
+    up = sub.add_parser(
+        "up",
+        help="run the whole cluster on this machine, in the foreground",
+        description="Start content, registry, hub (which spawns the shards) and the HTTP "
+        "gateway as child processes, print the gateway's URL and supervise them until Ctrl-C. "
+        "Run again on the same --data-dir to resume. Settings marked 'fixed at first start' "
+        "are stored by the hub the first time; later runs keep the stored ones and say so.",
     )
-    up.add_argument(
-        "--register-rate",
-        type=float,
-        default=5.0,
-        metavar="PER_S",
-        help="gateway registrations per second per client address, per worker (default 5)",
-    )
-    up.add_argument(
-        "--register-burst",
-        type=_positive_int,
-        default=20,
-        metavar="N",
-        help="registrations one client address may send at once (default 20)",
-    )
-    up.add_argument("--soft-limit", type=_positive_int, default=90_000)
-    up.add_argument("--hard-limit", type=_positive_int, default=100_000)
-    up.add_argument("--min-shards", type=_positive_int, default=1)
-    up.add_argument("--scale-interval", type=float, default=60.0, metavar="S")
-    up.add_argument(
-        "--max-shards",
-        type=_positive_int,
-        default=DEFAULT_MAX_SHARDS,
-        metavar="N",
-        help="the most shards the hub ever creates, fixed at the first start "
-        f"(default {DEFAULT_MAX_SHARDS}); past them new users get 503 with Retry-After",
-    )
-    up.add_argument("--content", type=Path, metavar="PACK", help="content pack (default: sample)")
-    up.add_argument("--cap", type=_positive_int, default=4_200_000_000, help=argparse.SUPPRESS)
-    up.add_argument(
-        "--base-allowance", type=_positive_int, default=1_000_000, help=argparse.SUPPRESS
-    )
-    up.add_argument("--warm-pool", type=int, default=0, metavar="N", help=argparse.SUPPRESS)
+    add_config_flags(up, UpConfig, _UP_FLAGS, flags={"gateway_workers": "--workers",
+                                                     "content_pack": "--content"},
+                     metavars={"content_pack": "PACK", "data_dir": "DIR"})  # fmt: skip
 
     st = sub.add_parser("status", help="show shards, treasury and content of a running cluster")
     where = st.add_mutually_exclusive_group()
-    where.add_argument("--data-dir", type=Path, default=None)
+    where.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                       help="the data directory of a cluster `canistry up` runs "
+                       "(default: ./.canistry)")  # fmt: skip
     where.add_argument("--hub", metavar="ADDR", help="hub address host:port")
     st.add_argument(
         "--metrics",
@@ -101,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp = csub.add_parser("import", help="import a content pack (idempotent)")
     imp.add_argument("pack", type=Path)
     target = imp.add_mutually_exclusive_group()
-    target.add_argument("--data-dir", type=Path, default=None)
-    target.add_argument("--content-addr", metavar="ADDR")
+    target.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                        help="the data directory of a cluster `canistry up` made; its content "
+                        "service sees the import at once (default: ./.canistry)")  # fmt: skip
+    target.add_argument("--content-addr", metavar="ADDR",
+                        help="a running content service (host:port) to import through")  # fmt: skip
     _operator_flags(imp)
 
     lt = sub.add_parser(
@@ -118,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "1 when it could not run, 2 for bad flags or when no gateway answers",
     )
     lt.add_argument("--gateway", required=True, metavar="URL", help="e.g. http://127.0.0.1:8080")
-    lt.add_argument("--users", type=_positive_int, required=True, metavar="N")
+    lt.add_argument("--users", type=_positive_int, required=True, metavar="N",
+                    help="users to register, each with its own key")  # fmt: skip
     lt.add_argument("--duration", type=float, required=True, metavar="S", help="seconds of load")
     lt.add_argument(
         "--concurrency", type=_positive_int, default=16, metavar="C", help="workers (default 16)"
@@ -159,27 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from canistry.up import UpConfig, UpError, run_up
+    from canistry.up import UpError, run_up
 
     try:
-        config = UpConfig(
-            data_dir=args.data_dir,
-            port=args.port,
-            soft_limit=args.soft_limit,
-            hard_limit=args.hard_limit,
-            min_shards=args.min_shards,
-            scale_interval_s=args.scale_interval,
-            content_pack=args.content,
-            cap=args.cap,
-            base_allowance=args.base_allowance,
-            warm_pool=args.warm_pool,
-            register_rate=args.register_rate,
-            register_burst=args.register_burst,
-            max_shards=args.max_shards,
-        )
-        if args.workers is not None:
-            config = dataclasses.replace(config, gateway_workers=args.workers)
-        return run_up(config)
+        return run_up(UpConfig(**config_values(args, _UP_FLAGS)))
     except UpError as exc:
         print(f"canistry up: {exc}", file=sys.stderr)
         return 2
@@ -246,6 +216,18 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`canistry status | head`): stop quietly. Point stdout
+        # at /dev/null so that the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "up":
         return _cmd_up(args)
     if args.command == "status":

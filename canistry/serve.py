@@ -23,7 +23,7 @@ from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from hub.config import DEFAULT_MAX_SHARDS, DEFAULT_START_CONCURRENCY, DEFAULT_START_INTERVAL_S
+from canistry.flags import add_config_flags, config_values
 from runtime import logs
 from runtime.files import write_atomically
 from runtime.metrics import MetricsServer, register_figures
@@ -64,7 +64,10 @@ def add_serve_parser(sub: Any) -> None:
             "port, written to DATA_DIR/metrics.addr; the gateway serves /metrics on --port)",
         )
         sp.add_argument(
-            "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="the least level logged (default: info)",
         )
         sp.add_argument(
             "--no-fsync", action="store_true", help="skip fsync on commit (benchmarks only)"
@@ -92,70 +95,36 @@ def add_serve_parser(sub: Any) -> None:
         "--sample", action="store_true", help="import the shipped sample pack before serving"
     )
 
-    r = common("registry", "the registry")
-    r.add_argument("--soft-limit", type=int, default=90_000)
-    r.add_argument("--hard-limit", type=int, default=100_000)
-    r.add_argument("--hub", help="hub address, poked when capacity runs low")
+    from hub.config import HubSettings
+    from registry.config import RegistryConfig
+    from user_shard.config import ShardConfig
 
-    h = common("hub", "the hub")
-    h.add_argument("--registry", required=True, help="registry address")
-    h.add_argument("--content", required=True, help="content service address")
-    h.add_argument("--shards-dir", type=Path, required=True, help="where shard data directories go")
-    h.add_argument(
-        "--ca-dir",
-        type=Path,
-        help="the cluster CA (ca.pem, ca.key) to issue shard certificates; needs --tls-dir",
-    )
-    h.add_argument("--cap", type=int, default=4_200_000_000)
-    h.add_argument("--soft-limit", type=int, default=90_000)
-    h.add_argument("--hard-limit", type=int, default=100_000)
-    h.add_argument("--min-shards", type=int, default=1)
-    h.add_argument(
-        "--scale-interval", type=float, default=60.0, help="seconds between capacity checks"
-    )
-    h.add_argument("--base-allowance", type=int, default=1_000_000)
-    h.add_argument("--max-grant", type=int, default=50_000_000)
-    h.add_argument("--attempt-limit", type=int, default=20, help="daily attempts per user")
-    h.add_argument("--token-limit", type=int, default=1000, help="daily tokens earned per user")
-    h.add_argument(
-        "--shard-commit-per-request", action="store_true", help="shards fsync each request alone"
-    )
-    h.add_argument(
-        "--max-shards",
-        type=int,
-        default=DEFAULT_MAX_SHARDS,
-        metavar="N",
-        help=f"the most shards the hub ever creates (fixed at init; default {DEFAULT_MAX_SHARDS})",
-    )
-    h.add_argument(
-        "--start-concurrency",
-        type=int,
-        default=DEFAULT_START_CONCURRENCY,
-        metavar="N",
-        help="shard processes started at once after a restart (each until healthy)",
-    )
-    h.add_argument(
-        "--start-interval",
-        type=float,
-        default=DEFAULT_START_INTERVAL_S,
-        metavar="S",
-        help="the least seconds between two shard starts",
-    )
-    # Hidden: started, unassigned shards kept ready (fixed at init like every policy).
-    h.add_argument("--warm-pool", type=int, default=0, metavar="N", help=argparse.SUPPRESS)
-    # Hidden, tests only: every spawn stops for good after this step, to kill the hub there.
-    h.add_argument("--pause-spawn-after", default="", metavar="STEP", help=argparse.SUPPRESS)
+    add_config_flags(common("registry", "the registry"), RegistryConfig, REGISTRY_FLAGS,
+                     flags=_PEERS, metavars=_ADDRESSES)  # fmt: skip
+    add_config_flags(common("hub", "the hub"), HubSettings, HUB_FLAGS,
+                     flags=_PEERS, metavars=_ADDRESSES)  # fmt: skip
+    add_config_flags(common("shard", "a user shard (normally started by the hub)"), ShardConfig,
+                     SHARD_FLAGS, flags=_PEERS, metavars=_ADDRESSES)  # fmt: skip
 
-    s = common("shard", "a user shard (normally started by the hub)")
-    s.add_argument("--shard-id", required=True)
-    s.add_argument("--hub", required=True, help="hub address")
-    s.add_argument("--content", required=True, help="content service address")
-    s.add_argument("--attempt-limit", type=int, default=20)
-    s.add_argument("--token-limit", type=int, default=1000)
-    s.add_argument("--base-allowance", type=int, default=1_000_000)
-    s.add_argument(
-        "--no-group-commit", action="store_true", help="one fsync per request (benchmarks)"
-    )
+
+#: The config fields each service takes as flags (named as the fields, see canistry.flags).
+REGISTRY_FLAGS = (
+    "soft_limit", "hard_limit", "hub_address", "pending_timeout_s", "watch_interval_s",
+    "store_full_fraction",
+)  # fmt: skip
+HUB_FLAGS = (
+    "registry_address", "content_address", "shards_dir", "ca_dir", "cap", "soft_limit",
+    "hard_limit", "min_shards", "max_shards", "scale_interval_s", "base_allowance", "max_grant",
+    "daily_attempt_limit", "daily_token_limit", "warm_pool", "shard_start_timeout_s",
+    "start_concurrency", "start_interval_s", "shard_commit_per_request", "pause_spawn_after",
+)  # fmt: skip
+SHARD_FLAGS = (
+    "shard_id", "hub_address", "content_address", "daily_attempt_limit", "daily_token_limit",
+    "base_allowance", "group_commit", "map_size", "idempotency_retention_s",
+)  # fmt: skip
+#: Peers' addresses keep the short flags operators know.
+_PEERS = {"hub_address": "--hub", "content_address": "--content", "registry_address": "--registry"}
+_ADDRESSES = {name: "HOST:PORT" for name in _PEERS}
 
 
 def _tls(args: argparse.Namespace) -> TLSConfig | None:
@@ -201,10 +170,8 @@ def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
         rcfg = RegistryConfig(
             data_dir=args.data_dir,
             server=server,
-            soft_limit=args.soft_limit,
-            hard_limit=args.hard_limit,
-            hub_address=args.hub,
             durable=durable,
+            **config_values(args, REGISTRY_FLAGS),
         )
         return lambda: RegistryService(rcfg)
     if args.service == "hub":
@@ -214,44 +181,14 @@ def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
         if (args.ca_dir is None) != (tls is None):
             raise ServeError("the hub takes --ca-dir with --tls-dir, and neither with --insecure")
         hcfg = HubSettings(
-            data_dir=args.data_dir,
-            shards_dir=args.shards_dir,
-            ca_dir=args.ca_dir,
-            registry_address=args.registry,
-            content_address=args.content,
-            server=server,
-            cap=args.cap,
-            soft_limit=args.soft_limit,
-            hard_limit=args.hard_limit,
-            min_shards=args.min_shards,
-            scale_interval_s=args.scale_interval,
-            base_allowance=args.base_allowance,
-            max_grant=args.max_grant,
-            daily_attempt_limit=args.attempt_limit,
-            daily_token_limit=args.token_limit,
-            shard_commit_per_request=args.shard_commit_per_request,
-            warm_pool=args.warm_pool,
-            max_shards=args.max_shards,
-            start_concurrency=args.start_concurrency,
-            start_interval_s=args.start_interval,
-            pause_spawn_after=args.pause_spawn_after,
-            durable=durable,
+            data_dir=args.data_dir, server=server, durable=durable, **config_values(args, HUB_FLAGS)
         )
         return lambda: HubService(hcfg)
     from user_shard.config import ShardConfig
     from user_shard.service import ShardService
 
     scfg = ShardConfig(
-        shard_id=args.shard_id,
-        data_dir=args.data_dir,
-        hub_address=args.hub,
-        content_address=args.content,
-        server=server,
-        daily_attempt_limit=args.attempt_limit,
-        daily_token_limit=args.token_limit,
-        base_allowance=args.base_allowance,
-        group_commit=not args.no_group_commit,
-        durable=durable,
+        data_dir=args.data_dir, server=server, durable=durable, **config_values(args, SHARD_FLAGS)
     )
     return lambda: ShardService(scfg)
 

@@ -24,7 +24,6 @@ import dataclasses
 import fcntl
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -33,15 +32,15 @@ from pathlib import Path
 from typing import TextIO
 
 from canistry.children import Child, ChildFailed, serve_argv
-from canistry.layout import CERTIFIED, CORE_SERVICES, ClusterLayout
+from canistry.layout import CERTIFIED, CORE_SERVICES, DEFAULT_DATA_DIR, ClusterLayout
 from canistry.progress import Progress
-from gateway.config import default_workers
-from hub.config import DEFAULT_MAX_SHARDS, MAX_WARM_POOL, kept_notes
+from gateway.config import GatewayConfig, default_workers
+from hub.config import MAX_WARM_POOL, HubSettings, kept_notes
 from hub.spawner import stop_shards
 from hub.store import stored_config
 from protos import hub_pb2
 from runtime import logs
-from runtime.net import free_port
+from runtime.net import free_port, port_is_free
 from runtime.tls import ClusterCA, Identity, Role, TLSConfig, TLSError
 
 __all__ = ["UpConfig", "UpError", "run_up"]
@@ -53,40 +52,40 @@ class UpError(RuntimeError):
 
 @dataclass(frozen=True)
 class UpConfig:
-    data_dir: Path
+    data_dir: Path = DEFAULT_DATA_DIR
     """Where all cluster state lives; running again here resumes it."""
     port: int = 8080
-    """The HTTP gateway's port on 127.0.0.1; 0 picks a free one."""
+    """The HTTP gateway's port on 127.0.0.1; 0 picks a free one (kept for resumes)."""
     gateway_workers: int = field(default_factory=default_workers)
-    """Gateway worker processes (they share nonces and replies through LMDB)."""
-    register_rate: float = 5.0
+    """Gateway worker processes; they share nonces and replies through LMDB."""
+    register_rate: float = GatewayConfig.register_rate
     """Registrations per second per client address at each gateway worker."""
-    register_burst: int = 20
+    register_burst: int = GatewayConfig.register_burst
     """Registrations one client address may send at once."""
-    soft_limit: int = 90_000
-    """Users per shard at which the hub spawns another shard."""
-    hard_limit: int = 100_000
-    """Users per shard at which it takes no more."""
-    min_shards: int = 1
-    """Shards the hub keeps at least."""
-    scale_interval_s: float = 60.0
-    """Seconds between the hub's capacity checks."""
+    soft_limit: int = HubSettings.soft_limit
+    """Users per shard at which the hub spawns another shard (fixed at first start)."""
+    hard_limit: int = HubSettings.hard_limit
+    """Users per shard at which it takes no more (fixed at first start)."""
+    min_shards: int = HubSettings.min_shards
+    """Shards the hub keeps at least (fixed at first start)."""
+    scale_interval_s: float = HubSettings.scale_interval_s
+    """Seconds between the hub's capacity checks (fixed at first start)."""
     content_pack: Path | None = None
-    """A content pack to import; the shipped sample pack when None."""
-    cap: int = 4_200_000_000
-    """The treasury's hard cap (fixed at the hub's first start)."""
-    base_allowance: int = 1_000_000
-    """The smallest allowance a shard asks the hub for."""
-    attempt_limit: int = 20
-    """Quiz attempts per user per UTC day (fixed at the hub's first start)."""
-    token_limit: int = 1000
-    """Tokens a user may earn per UTC day (fixed at the hub's first start)."""
+    """A content pack to import at start; none: the shipped sample pack."""
+    cap: int = HubSettings.cap
+    """Tokens the treasury may ever grant (fixed at first start)."""
+    base_allowance: int = HubSettings.base_allowance
+    """The allowance a shard asks the hub for by default (fixed at first start)."""
+    daily_attempt_limit: int = HubSettings.daily_attempt_limit
+    """Quiz attempts per user per UTC day (fixed at first start)."""
+    daily_token_limit: int = HubSettings.daily_token_limit
+    """Tokens a user may earn per UTC day (fixed at first start)."""
     shard_group_commit: bool = True
     """Shards share fsyncs among concurrent writes; off only to measure the difference."""
-    warm_pool: int = 0
+    warm_pool: int = HubSettings.warm_pool
     """Started, unassigned shards the hub keeps ready to serve at once (fixed at first start)."""
-    max_shards: int = DEFAULT_MAX_SHARDS
-    """The most shards the hub ever creates (fixed at its first start); past it new users
+    max_shards: int = HubSettings.max_shards
+    """The most shards the hub ever creates (fixed at first start); past it new users
     get 503 no-capacity with Retry-After."""
     stall_timeout_s: float = 60.0
     """Waits for a child to get ready, or for shards to serve, give up only after this long
@@ -111,29 +110,11 @@ class UpConfig:
             raise UpError(f"content pack not found: {self.content_pack}")
 
 
-#: UpConfig fields the hub fixes at its first start -> their names in the stored HubConfig.
-_HUB_POLICY = {
-    "cap": "cap",
-    "soft_limit": "soft_limit",
-    "hard_limit": "hard_limit",
-    "min_shards": "min_shards",
-    "scale_interval_s": "scale_interval_s",
-    "base_allowance": "base_allowance",
-    "attempt_limit": "daily_attempt_limit",
-    "token_limit": "daily_token_limit",
-    "warm_pool": "warm_pool",
-    "max_shards": "max_shards",
-}
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+#: UpConfig fields the hub fixes at its first start, named as in the stored HubConfig.
+_HUB_POLICY = (
+    "cap", "soft_limit", "hard_limit", "min_shards", "scale_interval_s", "base_allowance",
+    "daily_attempt_limit", "daily_token_limit", "warm_pool", "max_shards",
+)  # fmt: skip
 
 
 class Cluster:
@@ -145,6 +126,7 @@ class Cluster:
         self.out = out
         self.children: dict[str, Child] = {}
         self._lock_fh: TextIO | None = None
+        self._ports: dict[str, int] = {}
 
     def say(self, text: str) -> None:
         # The terminal may be gone (SIGHUP): stopping the cluster matters more than saying so.
@@ -162,16 +144,25 @@ class Cluster:
         self._lock_fh = fh
 
     def ports(self) -> dict[str, int]:
+        """Every service's port, checked free before anything starts, and kept for resumes.
+
+        The core services keep theirs (shards and the registry remember
+        addresses); the gateway takes ``--port``, or with ``--port 0`` the one
+        it had last time, so its URL survives a resume.
+        """
         ports = self.layout.read_ports()
         for name in CORE_SERVICES:
             if name not in ports:
                 ports[name] = free_port()
-            elif not _port_free(ports[name]):
+            elif not port_is_free(ports[name]):
                 raise UpError(
                     f"port {ports[name]} for {name} (kept in {self.layout.cluster_file}) "
-                    "is in use; "
-                    "is another process holding it?"
+                    "is in use; is another process holding it?"
                 )
+        gateway = self.config.port or ports.get("gateway") or free_port()
+        if not port_is_free(gateway):
+            raise UpError(f"port {gateway} for the gateway is in use; choose another with --port")
+        ports["gateway"] = gateway
         self.layout.write_ports(ports)
         return ports
 
@@ -199,16 +190,16 @@ class Cluster:
         if stored.max_shards == 0:  # stored before the field existed: the hub fixes it now
             stored.max_shards = c.max_shards
         asked = hub_pb2.HubConfig(
-            **{stored_name: getattr(c, name) for name, stored_name in _HUB_POLICY.items()},
+            **{name: getattr(c, name) for name in _HUB_POLICY},
             shard_commit_per_request=not c.shard_group_commit,
         )
-        notes = kept_notes(stored, asked, [*_HUB_POLICY.values(), "shard_commit_per_request"])
+        notes = kept_notes(stored, asked, [*_HUB_POLICY, "shard_commit_per_request"])
         if not notes:
             return
         self.say(f"canistry: keeping the stored config (fixed at first start): {', '.join(notes)}")
         self.config = dataclasses.replace(
             c,
-            **{name: type(getattr(c, name))(getattr(stored, f)) for name, f in _HUB_POLICY.items()},
+            **{name: type(getattr(c, name))(getattr(stored, name)) for name in _HUB_POLICY},
             shard_group_commit=not stored.shard_commit_per_request,
         )
 
@@ -234,7 +225,8 @@ class Cluster:
                 "--hard-limit", str(c.hard_limit), "--min-shards", str(c.min_shards),
                 "--scale-interval", str(c.scale_interval_s), "--max-shards", str(c.max_shards),
                 "--base-allowance", str(c.base_allowance),
-                "--attempt-limit", str(c.attempt_limit), "--token-limit", str(c.token_limit),
+                "--daily-attempt-limit", str(c.daily_attempt_limit),
+                "--daily-token-limit", str(c.daily_token_limit),
                 *([] if c.shard_group_commit else ["--shard-commit-per-request"]),
                 *(["--warm-pool", str(c.warm_pool)] if c.warm_pool else []),
             ],
@@ -265,7 +257,8 @@ class Cluster:
             self.lock()
         self.certificates()
         self.keep_stored_policy()
-        self.build(self.ports())
+        self._ports = self.ports()
+        self.build(self._ports)
         self.say(f"canistry: starting cluster in {self.config.data_dir.resolve()}")
         self.say(f"  mutual TLS under the cluster CA in {self.layout.ca_dir.resolve()}")
         self.start()
@@ -286,9 +279,7 @@ class Cluster:
     def start_gateway(self) -> None:
         """Start the HTTP gateway last: it is ready only when a shard can take users."""
         c, lay = self.config, self.layout
-        port = c.port or free_port()
-        if not _port_free(port):
-            raise UpError(f"port {port} for the gateway is in use; choose another with --port")
+        port = self._ports["gateway"]
         addr = {name: child.address for name, child in self.children.items()}
         argv = serve_argv(
             "gateway",

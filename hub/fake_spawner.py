@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from hub.spawner import port_is_free, shard_tls_dir
+from hub.spawner import shard_tls_dir
 from protos import hub_pb2
 from runtime.errors import Unavailable
+from runtime.net import port_is_free
 from runtime.tls import TLSConfig
 
 __all__ = ["FakeSpawner"]

@@ -176,8 +176,8 @@ class HubService(Lifecycle):
         template = ShardTemplate(
             content_address=self.settings.content_address,
             hub_address=lambda: self.address,
-            attempt_limit=policy.daily_attempt_limit,
-            token_limit=policy.daily_token_limit,
+            daily_attempt_limit=policy.daily_attempt_limit,
+            daily_token_limit=policy.daily_token_limit,
             base_allowance=policy.base_allowance,
             durable=self.settings.durable,
             commit_per_request=policy.shard_commit_per_request,

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,12 +28,12 @@ from typing import Protocol
 from protos import hub_pb2
 from runtime import logs
 from runtime.files import write_atomically
+from runtime.net import port_is_free
 
 __all__ = [
     "ProcessSpawner",
     "ShardTemplate",
     "Spawner",
-    "port_is_free",
     "shard_tls_dir",
     "stop_shards",
 ]
@@ -92,8 +91,8 @@ class ShardTemplate:
     content_address: str
     hub_address: Callable[[], str]
     """The hub's address; read at each start, since it is known only once the hub binds."""
-    attempt_limit: int
-    token_limit: int
+    daily_attempt_limit: int
+    daily_token_limit: int
     base_allowance: int
     durable: bool = True
     commit_per_request: bool = False
@@ -101,16 +100,6 @@ class ShardTemplate:
     """Shards serve and dial mutual TLS with the certificate in their ``tls`` directory;
     False runs them ``--insecure`` (only under a plain-text hub, in tests)."""
     host: str = "127.0.0.1"
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 class ProcessSpawner:
@@ -130,8 +119,8 @@ class ProcessSpawner:
             "--port", str(record.port),
             "--hub", t.hub_address(),
             "--content", t.content_address,
-            "--attempt-limit", str(t.attempt_limit),
-            "--token-limit", str(t.token_limit),
+            "--daily-attempt-limit", str(t.daily_attempt_limit),
+            "--daily-token-limit", str(t.daily_token_limit),
             "--base-allowance", str(t.base_allowance),
         ]  # fmt: skip
         if t.tls:

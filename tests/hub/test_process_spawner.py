@@ -63,8 +63,8 @@ def stand_in(hub_address: str = "127.0.0.1:1") -> StandInSpawner:
     template = ShardTemplate(
         content_address="127.0.0.1:1",
         hub_address=lambda: hub_address,
-        attempt_limit=20,
-        token_limit=1000,
+        daily_attempt_limit=20,
+        daily_token_limit=1000,
         base_allowance=100,
     )
     return StandInSpawner(template, stop_timeout_s=5)
@@ -122,8 +122,8 @@ def test_argv_is_the_shard_command(tmp_path: Path) -> None:
         ShardTemplate(
             content_address="127.0.0.1:2",
             hub_address=lambda: "127.0.0.1:3",
-            attempt_limit=20,
-            token_limit=1000,
+            daily_attempt_limit=20,
+            daily_token_limit=1000,
             base_allowance=500,
         )
     )
@@ -132,7 +132,7 @@ def test_argv_is_the_shard_command(tmp_path: Path) -> None:
         sys.executable, "-m", "canistry", "serve", "shard",
         "--shard-id", "shard-0007", "--data-dir", str(tmp_path), "--port", "4321",
         "--hub", "127.0.0.1:3", "--content", "127.0.0.1:2",
-        "--attempt-limit", "20", "--token-limit", "1000", "--base-allowance", "500",
+        "--daily-attempt-limit", "20", "--daily-token-limit", "1000", "--base-allowance", "500",
         "--tls-dir", str(tmp_path / "tls"),
     ]  # fmt: skip
     plain = ProcessSpawner(dataclasses.replace(spawner.template, tls=False))

@@ -35,7 +35,7 @@ async def test_a_load_run_reports_what_the_cluster_recorded(
     make_cluster: MakeCluster, tmp_path: Path
 ) -> None:
     # A low token limit, so that users meet the daily limit (429) within seconds.
-    cluster = make_cluster(token_limit=200)
+    cluster = make_cluster(daily_token_limit=200)
     report_file = tmp_path / "report.json"
     result = await asyncio.to_thread(
         _loadtest,

@@ -81,7 +81,7 @@ async def test_daily_attempt_limit_holds_under_50_concurrent_submissions(
 async def test_daily_token_limit_holds_under_50_concurrent_submissions(
     make_cluster: MakeCluster,
 ) -> None:
-    cluster = make_cluster(attempt_limit=100, token_limit=250)
+    cluster = make_cluster(daily_attempt_limit=100, daily_token_limit=250)
     direct, p = Direct(cluster), new_principal()
     await direct.register(p)
     units = [SAMPLE[i % len(SAMPLE)] for i in range(50)]
