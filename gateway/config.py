@@ -65,6 +65,10 @@ class GatewayConfig:
     """Largest request body accepted (413 beyond)."""
     grace_s: float = 5.0
     """How long in-flight requests may finish once a stop starts."""
+    worker_healthcheck_s: float = 30.0
+    """How long a worker may take to answer its supervisor's health ping before it is
+    killed and replaced. uvicorn's 5 s killed workers that a busy host (a cluster
+    restarting many shards) merely starved of CPU."""
     sweep_interval_s: float = 30.0
     """How often expired nonces and replies are deleted."""
     store_map_bytes: int = 1 << 32
@@ -107,6 +111,7 @@ class GatewayConfig:
         positive = (
             "clock_skew_s", "route_cache_ttl_s", "content_cache_ttl_s", "cluster_cache_ttl_s",
             "rpc_deadline_s", "submit_deadline_s", "idempotency_ttl_s", "idempotency_claim_s",
+            "worker_healthcheck_s",
             "sweep_interval_s", "register_rate", "header_timeout_s", "body_timeout_s",
         )  # fmt: skip
         for name in positive:

@@ -87,24 +87,7 @@ def run_gateway(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir()
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    uv = uvicorn.Config(
-        app="",
-        factory=True,
-        host=config.host,
-        port=config.port,
-        workers=config.workers,
-        lifespan="on",
-        loop="asyncio",
-        log_config=None,
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(config.grace_s) or None,
-        timeout_keep_alive=config.keep_alive_s,
-        # Deadlines for headers and bodies, the connection cap and problem documents
-        # for malformed requests (concurrency is capped by gateway.edge.Edge).
-        http=cast(Any, protocol_factory(config)),
-    )
+    uv = uvicorn_config(config, log_level=log_level)
     sock = _bind(config.host, config.port)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
     address = f"{host}:{sock.getsockname()[1]}"
@@ -125,6 +108,29 @@ def run_gateway(
     finally:
         sock.close()
     return 0
+
+
+def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn.Config:
+    """uvicorn's settings for ``config`` (the app is set once the socket is bound)."""
+    return uvicorn.Config(
+        app="",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        lifespan="on",
+        loop="asyncio",
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(config.grace_s) or None,
+        timeout_worker_healthcheck=int(config.worker_healthcheck_s),
+        timeout_keep_alive=config.keep_alive_s,
+        # Deadlines for headers and bodies, the connection cap and problem documents
+        # for malformed requests (concurrency is capped by gateway.edge.Edge).
+        http=cast(Any, protocol_factory(config)),
+    )
 
 
 def protocol_factory(config: GatewayConfig) -> ProtocolFactory:
