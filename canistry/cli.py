@@ -43,7 +43,8 @@ def _operator_flags(parser: argparse.ArgumentParser) -> None:
 _UP_FLAGS = (
     "data_dir", "port", "gateway_workers", "register_rate", "register_burst", "soft_limit",
     "hard_limit", "min_shards", "max_shards", "scale_interval_s", "content_pack", "cap",
-    "base_allowance", "daily_attempt_limit", "daily_token_limit", "warm_pool", "stall_timeout_s",
+    "base_allowance", "daily_attempt_limit", "daily_token_limit", "warm_pool", "content_replicas",
+    "stall_timeout_s",
 )  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from canistry.flags import add_config_flags, config_values
 from runtime import logs
 from runtime.files import write_atomically
-from runtime.metrics import MetricsServer, register_figures
+from runtime.metrics import ADDRESS_FILE, MetricsServer, register_figures
 from runtime.process import run_until_signalled
 from runtime.rpc import ServerConfig
 from runtime.tls import Identity, Role, TLSConfig, TLSError
@@ -94,6 +94,14 @@ def add_serve_parser(sub: Any) -> None:
     c.add_argument(
         "--sample", action="store_true", help="import the shipped sample pack before serving"
     )
+    c.add_argument(
+        "--replica",
+        type=int,
+        default=0,
+        metavar="K",
+        help="serve as replica K of several content processes sharing --port (SO_REUSEPORT) "
+        "and --data-dir (one LMDB, many readers); 0: the only one (default: 0)",
+    )
 
     from hub.config import HubSettings
     from registry.config import RegistryConfig
@@ -145,7 +153,7 @@ def _tls(args: argparse.Namespace) -> TLSConfig | None:
 
 def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
     tls = _tls(args)
-    server = ServerConfig(host=args.host, port=args.port, tls=tls)
+    server = ServerConfig(host=args.host, port=args.port, tls=tls, reuse_port=_replica(args) > 0)
     durable = not args.no_fsync
     if args.service == "content":
         from content_service.config import ContentConfig
@@ -193,9 +201,21 @@ def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
     return lambda: ShardService(scfg)
 
 
+def _replica(args: argparse.Namespace) -> int:
+    return int(getattr(args, "replica", 0))
+
+
+def _per_replica(name: str, replica: int) -> str:
+    """``service.pid`` for a lone process, ``service-3.pid`` for replica 3."""
+    if not replica:
+        return name
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}-{replica}{dot}{suffix}"
+
+
 @contextlib.contextmanager
-def _pid_file(data_dir: Path) -> Iterator[None]:
-    path = data_dir / "service.pid"
+def _pid_file(data_dir: Path, replica: int = 0) -> Iterator[None]:
+    path = data_dir / _per_replica("service.pid", replica)
     write_atomically(path, f"{os.getpid()}\n")
     try:
         yield
@@ -244,11 +264,16 @@ def run_serve(args: argparse.Namespace) -> int:
     @contextlib.asynccontextmanager
     async def with_metrics() -> AsyncIterator[Any]:
         async with (
-            MetricsServer(args.host, args.metrics_port, data_dir=args.data_dir),
+            MetricsServer(
+                args.host,
+                args.metrics_port,
+                data_dir=args.data_dir,
+                name=_per_replica(ADDRESS_FILE, _replica(args)),
+            ),
             factory() as svc,
         ):
             yield svc
 
-    with _pid_file(args.data_dir):
+    with _pid_file(args.data_dir, _replica(args)):
         asyncio.run(run_until_signalled(with_metrics, on_ready=ready))
     return 0

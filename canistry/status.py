@@ -137,7 +137,10 @@ def metrics_endpoints(layout: ClusterLayout) -> list[tuple[str, str]]:
     """
     found = []
     for name in CORE_SERVICES:
-        found.append((name, layout.service_dir(name) / ADDRESS_FILE))
+        # One file per process: content replicas write metrics-2.addr, metrics-3.addr, ...
+        for path in sorted(layout.service_dir(name).glob(ADDRESS_FILE.replace(".", "*."))):
+            replica = path.stem.removeprefix("metrics").lstrip("-")
+            found.append((f"{name}-{replica}" if replica else name, path))
     for shard_dir in sorted(p for p in layout.shards_dir.glob("*") if p.is_dir()):
         found.append((shard_dir.name, shard_dir / ADDRESS_FILE))
     found.append(("gateway", layout.ready_file("gateway")))

@@ -46,6 +46,11 @@ from runtime.tls import ClusterCA, Identity, Role, TLSConfig, TLSError
 __all__ = ["UpConfig", "UpError", "run_up"]
 
 
+def default_content_replicas() -> int:
+    """One content process per four cores, at least one and at most four."""
+    return max(1, min(4, (os.cpu_count() or 1) // 4))
+
+
 class UpError(RuntimeError):
     """Something the operator must fix before the cluster can start."""
 
@@ -87,6 +92,9 @@ class UpConfig:
     max_shards: int = HubSettings.max_shards
     """The most shards the hub ever creates (fixed at first start); past it new users
     get 503 no-capacity with Retry-After."""
+    content_replicas: int = field(default_factory=default_content_replicas)
+    """Content service processes sharing one port (SO_REUSEPORT) and one LMDB file: many
+    readers; every shard's verifications spread over them."""
     stall_timeout_s: float = 60.0
     """Waits for a child to get ready, or for shards to serve, give up only after this long
     without progress (a child writing its log, one more shard serving)."""
@@ -104,6 +112,8 @@ class UpConfig:
             raise UpError("--max-shards must be at least --min-shards")
         if self.scale_interval_s <= 0:
             raise UpError("--scale-interval must be positive")
+        if not 1 <= self.content_replicas <= 64:
+            raise UpError("--content-replicas must be in 1..64")
         if not 0 <= self.warm_pool <= MAX_WARM_POOL:
             raise UpError(f"--warm-pool must be in 0..{MAX_WARM_POOL}")
         if self.content_pack is not None and not self.content_pack.is_file():
@@ -232,15 +242,24 @@ class Cluster:
             ],
         }  # fmt: skip
         for name, extra in specs.items():
-            argv = serve_argv(
-                name,
-                "--data-dir", str(lay.service_dir(name).resolve()),
-                "--port", str(ports[name]),
-                "--ready-file", str(lay.ready_file(name).resolve()),
-                "--tls-dir", str(lay.tls_dir(name).resolve()),
-                *extra,
-            )  # fmt: skip
-            self.children[name] = Child(name, argv, lay.ready_file(name), lay.log_file(name))
+            self._add_child(name, name, ports[name], extra)
+        if c.content_replicas > 1:
+            # Replica 1 imports the pack before serving; the others start after it.
+            self.children["content"].argv += ["--replica", "1"]
+            for k in range(2, c.content_replicas + 1):
+                self._add_child(f"content-{k}", "content", ports["content"], ["--replica", str(k)])
+
+    def _add_child(self, name: str, service: str, port: int, extra: list[str]) -> None:
+        lay = self.layout
+        argv = serve_argv(
+            service,
+            "--data-dir", str(lay.service_dir(service).resolve()),
+            "--port", str(port),
+            "--ready-file", str(lay.ready_file(name).resolve()),
+            "--tls-dir", str(lay.tls_dir(service).resolve()),
+            *extra,
+        )  # fmt: skip
+        self.children[name] = Child(name, argv, lay.ready_file(name), lay.log_file(name))
 
     def start(self) -> None:
         for child in self.children.values():
@@ -318,7 +337,8 @@ class Cluster:
 
     def stop(self) -> None:
         # The front door first, then the hub so it spawns nothing new; then the rest.
-        for name in ("gateway", "hub", "registry", "content"):
+        first = ("gateway", "hub", "registry")
+        for name in [*first, *(n for n in self.children if n not in first)]:
             child = self.children.get(name)
             if child is not None:
                 child.stop()

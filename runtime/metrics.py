@@ -97,10 +97,14 @@ def register_figures(read: Callable[[], Iterator[Figure]]) -> Callable[[], None]
 class MetricsServer(Lifecycle):
     """``/metrics`` over HTTP on ``host:port``; ``address`` is valid after ``start()``."""
 
-    def __init__(self, host: str, port: int, *, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, *, data_dir: Path | None = None, name: str = ADDRESS_FILE
+    ) -> None:
         self.host = host
         self.port = port
         self.data_dir = data_dir
+        self.file_name = name
+        """The file in ``data_dir`` that names the address (one per replica)."""
         self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -114,7 +118,7 @@ class MetricsServer(Lifecycle):
     async def start(self) -> None:
         self._httpd, self._thread = start_http_server(self.port, self.host)
         if self.data_dir is not None:
-            write_atomically(self.data_dir / ADDRESS_FILE, self.address + "\n")
+            write_atomically(self.data_dir / self.file_name, self.address + "\n")
 
     async def stop(self) -> None:
         if self._httpd is not None:
@@ -122,4 +126,4 @@ class MetricsServer(Lifecycle):
             self._httpd.server_close()
             self._httpd = None
         if self.data_dir is not None:
-            (self.data_dir / ADDRESS_FILE).unlink(missing_ok=True)
+            (self.data_dir / self.file_name).unlink(missing_ok=True)

@@ -157,6 +157,10 @@ class ServerConfig:
     """The pings this server accepts; the channels dialling it must use the same."""
     max_receive_bytes: int = 64 * 1024 * 1024
     """Largest request accepted; a bigger one is refused ``RESOURCE_EXHAUSTED`` unread."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, so that replicas of one service share one port and the
+    kernel spreads connections over them (content replicas). Off: a second process
+    binding the port fails, as it should for a service that must be alone."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -345,7 +349,7 @@ class Server(Lifecycle):
         self._server = grpc.aio.server(
             interceptors=[_Edge(name, self.rpc_counts, _access(config, bindings), shard_id)],
             options=[
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(config.reuse_port)),
                 ("grpc.max_receive_message_length", config.max_receive_bytes),
                 *config.keepalive.server_options(),
             ],
