@@ -18,6 +18,7 @@ from content_service import quiz
 from content_service.pack import SLUG_PATTERN, is_slug, parse_pack
 from content_service.store import ContentStore, ImportSummary, Page
 from protos import content_pb2
+from runtime import logs
 from runtime.errors import CanistryError, InvalidArgument
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_BATCH", "MAX_PAGE_SIZE", "Content", "Verdict"]
@@ -26,6 +27,8 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 #: The most submissions one VerifyQuizBatch call may carry.
 MAX_BATCH = 1024
+
+log = logs.get_logger(__name__)
 
 VERIFICATIONS = Counter(
     "canistry_content_verifications", "Quiz submissions graded, by outcome", ["outcome"]
@@ -73,19 +76,27 @@ class Content:
         return Verdict(result, stored.unit.reward, stored.unit.version)
 
     def verify_batch(
-        self, items: Sequence[tuple[str, Mapping[str, str]]]
+        self, items: Sequence[tuple[str, Mapping[str, str], str]]
     ) -> list[Verdict | CanistryError]:
-        """Grade each ``(unit_id, answers)`` alone: a bad item is its own error, not the batch's.
+        """Grade each ``(unit_id, answers, request_id)`` alone: a bad item is its own error.
 
-        Raises :class:`InvalidArgument` only for a batch over :data:`MAX_BATCH`.
+        A refused item is logged under its own request id. Raises
+        :class:`InvalidArgument` only for a batch over :data:`MAX_BATCH`.
         """
         if len(items) > MAX_BATCH:
             raise InvalidArgument(f"a batch holds at most {MAX_BATCH} submissions")
         out: list[Verdict | CanistryError] = []
-        for unit_id, answers in items:
+        for unit_id, answers, request_id in items:
             try:
                 out.append(self.verify(unit_id, answers))
             except CanistryError as exc:
+                log.info(
+                    "verify_refused",
+                    request_id=request_id or None,
+                    unit_id=unit_id,
+                    code=exc.code,
+                    detail=exc.message,
+                )
                 out.append(exc)
         return out
 

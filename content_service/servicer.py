@@ -63,7 +63,8 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
     async def VerifyQuizBatch(
         self, request: content_pb2.VerifyQuizBatchRequest, context: Context
     ) -> content_pb2.VerifyQuizBatchReply:
-        verdicts = self._content.verify_batch([(i.unit_id, i.answers) for i in request.items])
+        items = [(i.unit_id, i.answers, i.request_id) for i in request.items]
+        verdicts = self._content.verify_batch(items)
         return content_pb2.VerifyQuizBatchReply(outcomes=[_outcome(v) for v in verdicts])
 
     async def GetContentStats(

@@ -364,7 +364,12 @@ class VerifyQuizRequest(_message.Message):
 
     UNIT_ID_FIELD_NUMBER: _builtins.int
     ANSWERS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     unit_id: _builtins.str
+    request_id: _builtins.str
+    """In a batch, the request id of the submission this item belongs to, so the
+    content service's log lines about it carry the id the gateway gave it.
+    """
     @_builtins.property
     def answers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """question id -> choice id"""
@@ -374,10 +379,11 @@ class VerifyQuizRequest(_message.Message):
         *,
         unit_id: _builtins.str = ...,
         answers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "unit_id", b"unit_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "request_id", b"request_id", "unit_id", b"unit_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -251,7 +251,10 @@ async def test_a_run_counts_every_outcome_and_keeps_going(monkeypatch: pytest.Mo
     monkeypatch.setattr("canistry.loadtest._mix.RIGHT_ANSWER_P", 0.5)
     monkeypatch.setattr("canistry.loadtest._mix.REPLAY_P", 0.3)
     fake, err = FakeGateway(), io.StringIO()
-    report = await run_load(_config(), err=err, transport=lambda: httpx.MockTransport(fake))
+    # Long enough that each user reaches a daily limit even on a busy machine.
+    report = await run_load(
+        _config(duration_s=2.0), err=err, transport=lambda: httpx.MockTransport(fake)
+    )
     ops, totals, subs = report["operations"], report["totals"], report["submissions"]
     assert report["users_registered"] == 3 and report["stopped_by"] == "duration"
     # Every request the fake saw is counted, and nothing else.

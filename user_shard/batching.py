@@ -30,6 +30,8 @@ class Item:
 
     unit_id: str
     answers: dict[str, str]
+    request_id: str = ""
+    """The submission's own request id: a batch carries many, one per item."""
 
 
 #: Sends one batch; returns one grade or error per item, in order.
@@ -61,7 +63,7 @@ class VerifyBatcher:
 
     async def verify(self, unit_id: str, answers: dict[str, str]) -> Verdict:
         """The grade of one submission. Raises what content said of it, or the batch's error."""
-        waiting = _Waiting(Item(unit_id, answers))
+        waiting = _Waiting(Item(unit_id, answers, logs.current_request_id() or ""))
         self._waiting.append(waiting)
         if not self._in_flight or len(self._waiting) >= self.max_batch:
             self._flush()

@@ -46,7 +46,10 @@ class ContentClient:
     async def _send(self, items: Sequence[Item]) -> list[Verdict | CanistryError]:
         request = content_pb2.VerifyQuizBatchRequest(
             items=[
-                content_pb2.VerifyQuizRequest(unit_id=i.unit_id, answers=i.answers) for i in items
+                content_pb2.VerifyQuizRequest(
+                    unit_id=i.unit_id, answers=i.answers, request_id=i.request_id
+                )
+                for i in items
             ]
         )
         try:

@@ -112,7 +112,7 @@ async def test_the_sweeper_survives_any_exception(tmp_path: Path) -> None:
     async with Gateway(config(tmp_path, sweep_interval_s=0.01)) as gw:
         gw.store.sweep = flaky_sweep  # type: ignore[method-assign]
         await eventually(lambda: len(calls) >= 4, 10, "sweeps after two failures")
-        assert gw._sweeper is not None and not gw._sweeper.done()
+        assert [t.get_name() for t in gw._loops._tasks] == ["gateway-sweeper"], "still running"
 
 
 async def test_a_request_at_the_edge_of_the_window_is_accepted_only_once(

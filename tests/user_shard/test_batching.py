@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from protos import shard_pb2
+from runtime import logs
 from runtime.errors import CanistryError, Unavailable, UnknownUnit
 from tests.user_shard.conftest import Client, shard_config
 from tests.user_shard.fakes import RIGHT, WRONG, FakeContent, FakeHub
@@ -21,11 +22,13 @@ class Grader:
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.request_ids: list[str] = []
         self.gate = asyncio.Event()
         self.fail: CanistryError | None = None
 
     async def __call__(self, items: Sequence[Item]) -> list[Verdict | CanistryError]:
         self.batches.append([i.unit_id for i in items])
+        self.request_ids += [i.request_id for i in items]
         await self.gate.wait()
         if self.fail is not None:
             raise self.fail
@@ -142,3 +145,20 @@ async def test_a_failed_batch_is_503_for_each_submission_and_uses_no_attempt(
         )
         assert all(isinstance(r, shard_pb2.SubmitQuizReply) and r.passed for r in replies)
         await client.close()
+
+
+async def test_each_item_carries_its_own_request_id() -> None:
+    grader = Grader()
+    batcher = VerifyBatcher(grader)
+    grader.gate.set()
+
+    async def as_request(request_id: str, unit: str) -> Verdict:
+        token = logs.bind_request_id(request_id)
+        try:
+            return await batcher.verify(unit, {})
+        finally:
+            logs.reset_request_id(token)
+
+    await asyncio.gather(*(as_request(f"req-{i}", f"u{i}") for i in range(5)))
+    assert sorted(grader.request_ids) == [f"req-{i}" for i in range(5)]
+    assert len(grader.batches) < 5, "they shared calls, each keeping its id"
