@@ -3,7 +3,7 @@
 Layering: ``pack`` (read, parse and validate a JSON pack) and ``quiz``
 (grade answers) are pure; ``store`` keeps units in LMDB with a read cache
 and one writer; ``core`` holds the operations (validation, import, grading);
-``servicer`` is the gRPC edge only; ``service`` builds the parts, runs their
+``grpc_edge`` is the gRPC edge only; ``service`` builds the parts, runs their
 lifecycle and holds the offline import the CLI uses. Answer keys never leave
 this package.
 """

@@ -1,6 +1,6 @@
 """The content service's operations: validate a request, read or write the store, answer.
 
-:class:`Content` is what the gRPC edge (``servicer``) calls. Its methods take
+:class:`Content` is what the gRPC edge (``grpc_edge``) calls. Its methods take
 plain values, raise errors from ``runtime.errors`` (``InvalidArgument``,
 ``UnknownUnit``, ``BadContentPack``) and never see gRPC. Grading stays in the
 pure ``quiz`` module; answer keys go no further than :meth:`Content.verify`.

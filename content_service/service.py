@@ -14,8 +14,8 @@ from pathlib import Path
 
 from content_service.config import ContentConfig
 from content_service.core import Content
+from content_service.grpc_edge import ACCESS, ContentServicer
 from content_service.pack import parse_pack, read_pack
-from content_service.servicer import ACCESS, ContentServicer
 from content_service.store import ContentStore, ImportSummary, apply_pack, store_config
 from protos import content_pb2, content_pb2_grpc
 from runtime import logs

@@ -9,8 +9,8 @@ import grpc
 from protos import registry_pb2, registry_pb2_grpc
 from registry.config import RegistryConfig
 from registry.core import Registry, wall_clock_ms
+from registry.grpc_edge import ACCESS, RegistryServicer
 from registry.poker import HubPoker
-from registry.servicer import ACCESS, RegistryServicer
 from registry.store import RegistryStore
 from registry.watcher import ShardWatcher
 from runtime import rpc

@@ -1,12 +1,12 @@
 """Each service's access rules: complete, and saying what docs/design.md §5 says."""
 
-from content_service.servicer import ACCESS as CONTENT
+from content_service.grpc_edge import ACCESS as CONTENT
 from hub.servicer import ACCESS as HUB
 from protos import content_pb2, hub_pb2, registry_pb2, shard_pb2
-from registry.servicer import ACCESS as REGISTRY
+from registry.grpc_edge import ACCESS as REGISTRY
 from runtime.authz import ANY, compile_rules
 from runtime.tls import Role
-from user_shard.servicer import ACCESS as SHARD
+from user_shard.grpc_edge import ACCESS as SHARD
 
 
 def _name(module: object, service: str) -> str:

@@ -6,7 +6,7 @@ Layout: ``config`` (ShardConfig); pure rules in ``limits`` (daily limits),
 quiz submission records) and ``validate`` (input); LMDB in ``store``; the
 operations in ``core``; the content and hub clients in ``peers``; the
 background loops in ``refiller`` and ``sweeper``; the gRPC edge in
-``servicer``; ``service`` builds the parts and runs their lifecycle.
+``grpc_edge``; ``service`` builds the parts and runs their lifecycle.
 """
 
 from user_shard.config import ShardConfig

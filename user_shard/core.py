@@ -1,6 +1,6 @@
 """A user shard's operations, in the order each flow needs (docs/design.md §2).
 
-:class:`Shard` is what the gRPC edge (``servicer``) calls. The rules live in
+:class:`Shard` is what the gRPC edge (``grpc_edge``) calls. The rules live in
 ``limits``, ``ledger``, ``submission`` and ``validate``, the I/O in
 ``store``, the peers in ``peers``; this module only orders them. Errors come
 from ``runtime.errors``; nothing here sees gRPC.

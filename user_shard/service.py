@@ -2,7 +2,7 @@
 
 The operations live in ``core`` (:class:`~user_shard.core.Shard`), the peers
 in ``peers``, the background loops in ``refiller`` and ``sweeper``, the gRPC
-edge in ``servicer``. Start order: store, peers and loops, then the server;
+edge in ``grpc_edge``. Start order: store, peers and loops, then the server;
 stop order: drain the server, stop the loops, finish queued writes, close.
 """
 
@@ -18,10 +18,10 @@ from runtime.rpc import Server
 from user_shard import microbank
 from user_shard.config import ShardConfig
 from user_shard.core import Shard, ShardCounters
+from user_shard.grpc_edge import binding
 from user_shard.limits import DailyLimits
 from user_shard.peers import ContentClient, HubClient
 from user_shard.refiller import Refiller
-from user_shard.servicer import binding
 from user_shard.store import ShardStore
 from user_shard.sweeper import ReplySweeper
 

@@ -25,17 +25,17 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2
 
 from canistry.up import Cluster
-from content_service.servicer import ACCESS as CONTENT_ACCESS
+from content_service.grpc_edge import ACCESS as CONTENT_ACCESS
 from hub.servicer import ACCESS as HUB_ACCESS
 from protos import content_pb2, hub_pb2, introspect_pb2, registry_pb2, shard_pb2
-from registry.servicer import ACCESS as REGISTRY_ACCESS
+from registry.grpc_edge import ACCESS as REGISTRY_ACCESS
 from runtime import authz
 from runtime.rpc import make_channel, wait_healthy
 from runtime.tls import Role, TLSConfig
 from tests.fuzz.messages import cases
 from tests.integration.conftest import MakeCluster
 from tests.integration.direct import Direct, shard_pid
-from user_shard.servicer import ACCESS as SHARD_ACCESS
+from user_shard.grpc_edge import ACCESS as SHARD_ACCESS
 
 LONG = os.environ.get("CANISTRY_LONG") == "1"
 CASES = 300 if LONG else 20

@@ -10,7 +10,7 @@ from runtime.tls import Role
 from tests.user_shard.conftest import Client, shard_config
 from tests.user_shard.fakes import FakeContent, FakeHub
 from user_shard import ShardService
-from user_shard.servicer import ACCESS
+from user_shard.grpc_edge import ACCESS
 
 
 def test_only_the_registry_may_take_a_census() -> None:
