@@ -49,7 +49,7 @@ def field_docs(cls: type) -> dict[str, str]:
                 and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)
             ):
-                docs[stmt.target.id] = " ".join(after.value.value.split())
+                docs[stmt.target.id] = " ".join(after.value.value.replace("``", "").split())
     return docs
 
 

@@ -85,9 +85,10 @@ def add_serve_parser(sub: Any) -> None:
         )
         return sp
 
-    from gateway.server import add_arguments as add_gateway_arguments
+    from gateway.config import GatewayConfig
 
-    add_gateway_arguments(common("gateway", "the HTTP gateway (FastAPI + uvicorn)"))
+    add_config_flags(common("gateway", "the HTTP gateway (FastAPI + uvicorn)"), GatewayConfig,
+                     GATEWAY_FLAGS, flags=_PEERS, metavars=_ADDRESSES)  # fmt: skip
 
     c = common("content", "the content service")
     c.add_argument("--pack", type=Path, help="import this content pack before serving")
@@ -129,6 +130,10 @@ HUB_FLAGS = (
 SHARD_FLAGS = (
     "shard_id", "hub_address", "content_address", "daily_attempt_limit", "daily_token_limit",
     "base_allowance", "group_commit", "map_size", "idempotency_retention_s",
+)  # fmt: skip
+GATEWAY_FLAGS = (
+    "registry_address", "content_address", "hub_address", "workers", "register_rate",
+    "register_burst", "max_connections", "header_timeout_s", "body_timeout_s",
 )  # fmt: skip
 #: Peers' addresses keep the short flags operators know.
 _PEERS = {"hub_address": "--hub", "content_address": "--content", "registry_address": "--registry"}
@@ -226,10 +231,17 @@ def _pid_file(data_dir: Path, replica: int = 0) -> Iterator[None]:
 
 def _run_gateway(args: argparse.Namespace) -> int:
     """The gateway runs uvicorn, which owns its loop, its workers and its signals."""
-    from gateway.server import config_from_args, run_gateway
+    from gateway.config import GatewayConfig
+    from gateway.server import run_gateway
 
     try:
-        config = config_from_args(args, _tls(args))
+        config = GatewayConfig(
+            data_dir=args.data_dir,
+            host=args.host,
+            port=args.port,
+            tls=_tls(args),
+            **config_values(args, GATEWAY_FLAGS),
+        )
     except (ServeError, ValueError) as exc:
         print(f"canistry serve gateway: {exc}", file=sys.stderr)
         return 2

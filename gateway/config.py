@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.tls import TLSConfig
@@ -35,8 +35,8 @@ class GatewayConfig:
     """Interface to bind; ``0.0.0.0`` inside containers."""
     port: int = 8080
     """TCP port; 0 lets the OS pick one (the ready file names it)."""
-    workers: int = 1
-    """Worker processes sharing the listening socket (see :func:`default_workers`)."""
+    workers: int = field(default_factory=default_workers)
+    """Worker processes sharing the listening socket; they share nonces and replies."""
     clock_skew_s: float = 300.0
     """How far a signed request's ``ts`` may be from our clock; nonces are kept this long."""
     route_cache_ttl_s: float = 300.0

@@ -166,32 +166,26 @@ class Edge:
         return capped
 
     async def _refuse_busy(self, scope: Scope, send: Send, request_id: str) -> None:
-        problem = problem_for(
-            Overloaded("this server has its most requests in progress; retry shortly"),
-            retry_after_s=self.retry_after_s,
-            now_s=time.time(),
-        )
-        response = problem_response(problem, instance=scope.get("path", ""), request_id=request_id)
-        response.headers["Connection"] = "close"
-
-        async def no_body() -> Message:
-            return {"type": "http.disconnect"}
-
-        await response(scope, no_body, send)
+        busy = Overloaded("this server has its most requests in progress; retry shortly")
+        await _refuse(busy, self.retry_after_s, scope, send, request_id)
 
     async def _reject_body(self, scope: Scope, send: Send, request_id: str) -> None:
-        problem = problem_for(
-            BodyTooLarge(f"the body is larger than {self.max_body_bytes} bytes"),
-            retry_after_s=1,
-            now_s=time.time(),
-        )
-        response = problem_response(problem, instance=scope.get("path", ""), request_id=request_id)
-        response.headers["Connection"] = "close"
+        too_big = BodyTooLarge(f"the body is larger than {self.max_body_bytes} bytes")
+        await _refuse(too_big, 1, scope, send, request_id)
 
-        async def no_body() -> Message:
-            return {"type": "http.disconnect"}
 
-        await response(scope, no_body, send)
+async def _refuse(
+    error: CanistryError, retry_after_s: int, scope: Scope, send: Send, request_id: str
+) -> None:
+    """Answer ``error`` as a problem document without reading the body, and close."""
+    problem = problem_for(error, retry_after_s=retry_after_s, now_s=time.time())
+    response = problem_response(problem, instance=scope.get("path", ""), request_id=request_id)
+    response.headers["Connection"] = "close"
+
+    async def no_body() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, no_body, send)
 
 
 def _request_id(scope: Scope) -> str:

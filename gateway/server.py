@@ -7,16 +7,10 @@ restarts one that dies; a worker exits if the supervisor dies, see
 :mod:`gateway.parent_watch`), and points Prometheus at a shared directory so that
 ``/metrics`` on any worker shows them all. Workers share nonces and
 idempotent replies through the gateway's LMDB.
-
-For the CLI: :func:`add_arguments` adds the gateway's own flags to a parser
-that already has ``--data-dir``, ``--host``, ``--port``, ``--ready-file``,
-``--log-level`` and ``--tls-dir``/``--insecure``; :func:`config_from_args`
-builds the config from them.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import socket
@@ -30,15 +24,14 @@ from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
 from gateway.app import create_app
-from gateway.config import GatewayConfig, default_workers
+from gateway.config import GatewayConfig
 from gateway.http_protocol import ProtocolFactory
 from gateway.metrics import MULTIPROC_ENV
 from gateway.parent_watch import die_with_parent
 from runtime import logs
 from runtime.files import write_atomically
-from runtime.tls import TLSConfig
 
-__all__ = ["add_arguments", "config_from_args", "protocol_factory", "run_gateway"]
+__all__ = ["protocol_factory", "run_gateway", "uvicorn_config"]
 
 
 @dataclass(frozen=True)
@@ -164,72 +157,3 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The gateway's own flags (``canistry serve gateway``)."""
-    parser.add_argument("--registry", required=True, help="registry address host:port")
-    parser.add_argument("--content", required=True, help="content service address host:port")
-    parser.add_argument("--hub", required=True, help="hub address host:port")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help=f"worker processes (default {default_workers()})",
-    )
-    d = GatewayConfig.__dataclass_fields__
-    parser.add_argument(
-        "--register-rate",
-        type=float,
-        default=d["register_rate"].default,
-        metavar="PER_S",
-        help="POST /v1/users per second per client address, in each worker "
-        "(default %(default)s; 429 beyond)",
-    )
-    parser.add_argument(
-        "--register-burst",
-        type=int,
-        default=d["register_burst"].default,
-        metavar="N",
-        help="registrations one client address may send at once (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-connections",
-        type=int,
-        default=d["max_connections"].default,
-        metavar="N",
-        help="open connections per worker; more get 503 and are closed (default %(default)s)",
-    )
-    parser.add_argument(
-        "--header-timeout",
-        type=float,
-        default=d["header_timeout_s"].default,
-        metavar="S",
-        help="seconds a request's headers may take to arrive (default %(default)s)",
-    )
-    parser.add_argument(
-        "--body-timeout",
-        type=float,
-        default=d["body_timeout_s"].default,
-        metavar="S",
-        help="seconds a request's body may take to arrive; 408 beyond (default %(default)s)",
-    )
-
-
-def config_from_args(args: argparse.Namespace, tls: TLSConfig | None) -> GatewayConfig:
-    """The config from serve's flags and the gateway's checked certificate (None: plain text)."""
-    return GatewayConfig(
-        registry_address=args.registry,
-        content_address=args.content,
-        hub_address=args.hub,
-        data_dir=args.data_dir,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        tls=tls,
-        register_rate=args.register_rate,
-        register_burst=args.register_burst,
-        max_connections=args.max_connections,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-    )

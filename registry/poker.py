@@ -9,13 +9,13 @@ checks on its own timer, so a lost poke delays a spawn, never loses one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import grpc
 
 from protos import hub_pb2, hub_pb2_grpc
 from runtime import logs
 from runtime.errors import CanistryError
+from runtime.lifecycle import BackgroundTasks
 from runtime.rpc import make_channel, rpc_errors
 from runtime.tls import Role, TLSConfig
 
@@ -42,21 +42,17 @@ class HubPoker:
         self.calls = 0
         """``EnsureCapacity`` calls sent, answered or not."""
         self._wanted = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loops = BackgroundTasks()
         self._channel: grpc.aio.Channel | None = None
 
     async def start(self) -> None:
-        if self.hub_address is None or self._task is not None:
+        if self.hub_address is None or self._channel is not None:
             return
         self._channel = make_channel(self.hub_address, self.tls, server_role=Role.HUB)
-        self._task = asyncio.create_task(self._run(), name="registry-hub-poker")
+        self._loops.spawn(self._run(), name="registry-hub-poker")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loops.stop()
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()

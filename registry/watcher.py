@@ -15,7 +15,6 @@ client, and a dead or restarted shard is simply asked again next round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 import grpc
@@ -27,6 +26,7 @@ from registry.poker import HubPoker
 from registry.store import RegistryStore
 from runtime import logs
 from runtime.errors import CanistryError
+from runtime.lifecycle import BackgroundTasks
 from runtime.rpc import make_channel, rpc_errors
 from runtime.tls import Role
 
@@ -57,18 +57,13 @@ class ShardWatcher:
         self.released = 0
         """Pending assignments released since start."""
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._loops = BackgroundTasks()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="registry-shard-watcher")
+        self._loops.spawn(self.run(), name="registry-shard-watcher")
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loops.stop()
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close()
