@@ -117,9 +117,8 @@ def add_serve_parser(sub: Any) -> None:
     h.add_argument("--max-grant", type=int, default=50_000_000)
     h.add_argument("--attempt-limit", type=int, default=20, help="daily attempts per user")
     h.add_argument("--token-limit", type=int, default=1000, help="daily tokens earned per user")
-    h.add_argument(
-        "--shard-commit-per-request", action="store_true", help="shards fsync each request alone"
-    )
+    # Hidden, benchmarks only and never stored: shards this hub process starts fsync alone.
+    h.add_argument("--shard-commit-per-request", action="store_true", help=argparse.SUPPRESS)
     h.add_argument(
         "--max-shards",
         type=int,
@@ -143,8 +142,6 @@ def add_serve_parser(sub: Any) -> None:
     )
     # Hidden: started, unassigned shards kept ready (fixed at init like every policy).
     h.add_argument("--warm-pool", type=int, default=0, metavar="N", help=argparse.SUPPRESS)
-    # Hidden, tests only: every spawn stops for good after this step, to kill the hub there.
-    h.add_argument("--pause-spawn-after", default="", metavar="STEP", help=argparse.SUPPRESS)
 
     s = common("shard", "a user shard (normally started by the hub)")
     s.add_argument("--shard-id", required=True)
@@ -234,7 +231,6 @@ def _build(args: argparse.Namespace) -> Callable[[], AsyncContextManager[Any]]:
             max_shards=args.max_shards,
             start_concurrency=args.start_concurrency,
             start_interval_s=args.start_interval,
-            pause_spawn_after=args.pause_spawn_after,
             durable=durable,
         )
         return lambda: HubService(hcfg)

@@ -82,7 +82,9 @@ class UpConfig:
     token_limit: int = 1000
     """Tokens a user may earn per UTC day (fixed at the hub's first start)."""
     shard_group_commit: bool = True
-    """Shards share fsyncs among concurrent writes; off only to measure the difference."""
+    """Shards share fsyncs among concurrent writes; off only to measure the difference
+    (``bench/shard_submit.py``). How this run's hub starts shards, never stored: a later
+    ``up`` without it group-commits again."""
     warm_pool: int = 0
     """Started, unassigned shards the hub keeps ready to serve at once (fixed at first start)."""
     max_shards: int = DEFAULT_MAX_SHARDS
@@ -199,17 +201,15 @@ class Cluster:
         if stored.max_shards == 0:  # stored before the field existed: the hub fixes it now
             stored.max_shards = c.max_shards
         asked = hub_pb2.HubConfig(
-            **{stored_name: getattr(c, name) for name, stored_name in _HUB_POLICY.items()},
-            shard_commit_per_request=not c.shard_group_commit,
+            **{stored_name: getattr(c, name) for name, stored_name in _HUB_POLICY.items()}
         )
-        notes = kept_notes(stored, asked, [*_HUB_POLICY.values(), "shard_commit_per_request"])
+        notes = kept_notes(stored, asked, list(_HUB_POLICY.values()))
         if not notes:
             return
         self.say(f"canistry: keeping the stored config (fixed at first start): {', '.join(notes)}")
         self.config = dataclasses.replace(
             c,
             **{name: type(getattr(c, name))(getattr(stored, f)) for name, f in _HUB_POLICY.items()},
-            shard_group_commit=not stored.shard_commit_per_request,
         )
 
     def tls(self, name: str) -> TLSConfig:
