@@ -86,7 +86,9 @@ class UpConfig:
     daily_token_limit: int = HubSettings.daily_token_limit
     """Tokens a user may earn per UTC day (fixed at first start)."""
     shard_group_commit: bool = True
-    """Shards share fsyncs among concurrent writes; off only to measure the difference."""
+    """Shards share fsyncs among concurrent writes; off only to measure the difference
+    (``bench/shard_submit.py``). How this run's hub starts shards, never stored: a later
+    ``up`` without it group-commits again."""
     warm_pool: int = HubSettings.warm_pool
     """Started, unassigned shards the hub keeps ready to serve at once (fixed at first start)."""
     max_shards: int = HubSettings.max_shards
@@ -199,18 +201,14 @@ class Cluster:
         c = self.config
         if stored.max_shards == 0:  # stored before the field existed: the hub fixes it now
             stored.max_shards = c.max_shards
-        asked = hub_pb2.HubConfig(
-            **{name: getattr(c, name) for name in _HUB_POLICY},
-            shard_commit_per_request=not c.shard_group_commit,
-        )
-        notes = kept_notes(stored, asked, [*_HUB_POLICY, "shard_commit_per_request"])
+        asked = hub_pb2.HubConfig(**{name: getattr(c, name) for name in _HUB_POLICY})
+        notes = kept_notes(stored, asked, list(_HUB_POLICY))
         if not notes:
             return
         self.say(f"canistry: keeping the stored config (fixed at first start): {', '.join(notes)}")
         self.config = dataclasses.replace(
             c,
             **{name: type(getattr(c, name))(getattr(stored, name)) for name in _HUB_POLICY},
-            shard_group_commit=not stored.shard_commit_per_request,
         )
 
     def tls(self, name: str) -> TLSConfig:

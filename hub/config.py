@@ -27,12 +27,12 @@ __all__ = [
     "HubSettings",
     "differences",
     "kept_notes",
-    "pause_step",
     "template_version",
 ]
 
-#: Spawner backends this build knows. ``fake`` runs in-process stand-ins (tests).
-SPAWNERS = ("process", "fake")
+#: Spawner backends this build can make from its settings. Any other
+#: :class:`~hub.spawner.Spawner` is injected by whoever builds the hub (tests).
+SPAWNERS = ("process",)
 
 #: HubConfig fields fixed at init (addresses are where peers are now, not policy).
 POLICY_FIELDS = (
@@ -48,7 +48,6 @@ POLICY_FIELDS = (
     "daily_attempt_limit",
     "daily_token_limit",
     "shard_start_timeout_s",
-    "shard_commit_per_request",
     "warm_pool",
     "max_shards",
 )
@@ -64,9 +63,9 @@ MAX_WARM_POOL = 16
 
 
 def template_version(spawner: str) -> str:
-    """What a new shard runs: for ``process``, this package's version."""
-    if spawner == "fake":
-        return "fake"
+    """What a new shard runs: for ``process``, this package's version; else the backend's name."""
+    if spawner != "process":
+        return spawner
     try:
         return f"canistry=={metadata.version('canistry')}"
     except metadata.PackageNotFoundError:
@@ -105,15 +104,14 @@ class HubSettings:
     max_grant: int = 50_000_000
     """The most one allowance request may be granted."""
     spawner: str = "process"
-    """Where shards run: ``process`` (children of this hub) or ``fake`` (tests)."""
+    """Where shards run: ``process`` (children of this hub). A hub built with an injected
+    spawner stores that spawner's name instead."""
     daily_attempt_limit: int = 20
     """Quiz attempts per user per UTC day (handed to shards)."""
     daily_token_limit: int = 1000
     """Tokens a user may earn per UTC day (handed to shards)."""
     shard_start_timeout_s: float = 20.0
     """How long a new or restarted shard may take to report healthy."""
-    shard_commit_per_request: bool = False
-    """Shards fsync each request alone instead of group-committing (benchmarks only)."""
     warm_pool: int = 0
     """Started, healthy, unassigned shards kept ready: when the soft limit is crossed
     one of them is registered at once instead of starting a shard cold."""
@@ -128,9 +126,11 @@ class HubSettings:
     """The least time between two shard starts by the supervisor (a rate cap)."""
     durable: bool = True
     """fsync every commit (the hub's and its shards'). Only tests turn this off."""
-    pause_spawn_after: str = ""
-    """Tests only: a spawn step name (``STARTED``); every spawn stops for good right
-    after committing that step, so a test can kill the hub mid-spawn. Empty: never."""
+    shard_commit_per_request: bool = False
+    """Benchmarks only, and never stored: the shards this hub process starts fsync each
+    request alone instead of group-committing (``bench/shard_submit.py`` compares the two).
+    Like ``durable`` it is how this process runs, not policy: a restart without it starts
+    shards that group-commit again."""
 
     def __post_init__(self) -> None:
         for name in ("registry_address", "content_address"):
@@ -172,7 +172,6 @@ class HubSettings:
             )
         if self.start_concurrency < 1 or self.start_interval_s < 0:
             raise ValueError("start_concurrency must be >= 1 and start_interval_s >= 0")
-        pause_step(self.pause_spawn_after)  # raises for an unknown step
 
     def init_config(self) -> hub_pb2.HubConfig:
         """The policy these settings would fix if this were the hub's first start."""
@@ -189,7 +188,6 @@ class HubSettings:
             daily_attempt_limit=self.daily_attempt_limit,
             daily_token_limit=self.daily_token_limit,
             shard_start_timeout_s=self.shard_start_timeout_s,
-            shard_commit_per_request=self.shard_commit_per_request,
             warm_pool=self.warm_pool,
             max_shards=self.max_shards,
         )
@@ -220,20 +218,3 @@ def _show(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def pause_step(name: str) -> hub_pb2.SpawnStep.ValueType | None:
-    """The spawn step named ``name`` (``STARTED`` or ``SPAWN_STEP_STARTED``); None if empty.
-
-    Raises ``ValueError`` for a name that is not a step a spawn passes through.
-    """
-    if not name:
-        return None
-    full = name.upper() if name.upper().startswith("SPAWN_STEP_") else f"SPAWN_STEP_{name.upper()}"
-    try:
-        step = hub_pb2.SpawnStep.Value(full)
-    except ValueError:
-        raise ValueError(f"pause_spawn_after: no spawn step {name!r}") from None
-    if step == hub_pb2.SPAWN_STEP_UNSPECIFIED:
-        raise ValueError("pause_spawn_after: no spawn step UNSPECIFIED")
-    return step

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from hub import treasury
+from hub.clock import Clock, wall_clock_ms
 from hub.rounds import CapacityRounds
 from hub.store import HubStore
 from protos import hub_pb2
@@ -27,12 +26,15 @@ class Hub:
         *,
         registry_address: str,
         content_address: str,
+        clock: Clock = wall_clock_ms,
     ) -> None:
+        """``clock`` stamps each grant (wall ms)."""
         self.store = store
         self.policy = policy
         self.rounds = rounds
         self.registry_address = registry_address
         self.content_address = content_address
+        self.clock = clock
 
     async def request_allowance(
         self, request: hub_pb2.AllowanceRequest, caller: Identity | None = None
@@ -55,7 +57,7 @@ class Hub:
             ask,
             cap=self.policy.cap,
             max_grant=self.policy.max_grant,
-            now_ms=int(time.time() * 1000),
+            now_ms=self.clock(),
         )
         log.info(
             "allowance",

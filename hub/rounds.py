@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 
 from hub import capacity
+from hub.clock import Clock, wall_clock_ms
 from hub.registry_client import RegistryClient
 from hub.spawn import Spawns
 from hub.store import HubStore
@@ -58,10 +58,12 @@ class CapacityRounds:
         is_alive: Callable[[hub_pb2.ShardRecord], bool] = lambda record: True,
         retry_max_s: float = 30.0,
         max_shards: int = 0,
+        clock: Clock = wall_clock_ms,
     ) -> None:
         """``is_alive`` tells whether a shard's process runs (a warm one is promoted only then).
 
-        ``max_shards`` (0: no limit) is the most shards ever allocated.
+        ``max_shards`` (0: no limit) is the most shards ever allocated; ``clock``
+        stamps a promotion's decision (wall ms).
         """
         self.store = store
         self.registry = registry
@@ -72,6 +74,7 @@ class CapacityRounds:
         self.is_alive = is_alive
         self.retry_max_s = retry_max_s
         self.max_shards = max_shards
+        self.clock = clock
         self.rounds = 0
         self._limit_logged = False
         self.limit_warnings = 0
@@ -194,7 +197,7 @@ class CapacityRounds:
     async def _promote(
         self, record: hub_pb2.ShardRecord, reason: str
     ) -> hub_pb2.EnsureCapacityReply:
-        decided_at_ms = int(time.time() * 1000)
+        decided_at_ms = self.clock()
         try:
             promoted = await self.spawns.promote(record, decided_at_ms=decided_at_ms)
         except CanistryError as exc:

@@ -1,33 +1,42 @@
 """The hub service's lifecycle: store, init config, gRPC server, background tasks.
 
-Background work, all owned and cancelled in :meth:`HubService.stop`: the
-supervisor loop, the capacity loop, a running spawn, and an APScheduler
-interval job that only wakes the capacity loop. ``stop()`` leaves the shards
+Background work, all owned and ended in :meth:`HubService.stop`: the
+supervisor loop, the capacity loop and the timer that wakes it every
+``scale_interval_s`` (under one :class:`~runtime.lifecycle.BackgroundTasks`),
+and a running spawn (owned by the capacity rounds). ``stop()`` first drains
+the gRPC server, so a call under way still finds the parts it needs, then
+cancels the background work and closes the rest. It leaves the shards
 running (they outlive the hub and are re-adopted by the next one); use
 :func:`hub.spawner.stop_shards` to stop them.
+
+Shards run as processes (:class:`~hub.spawner.ProcessSpawner`) unless the
+builder injects another :class:`~hub.spawner.Spawner` (tests inject an
+in-memory one); the hub knows no other backend by name.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import grpc
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from hub.config import HubSettings, kept_notes, pause_step
+from hub.capacity import IN_PROGRESS_STEPS
+from hub.clock import Clock, wall_clock_ms
+from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
 from hub.core import Hub
-from hub.fake_spawner import FakeSpawner
 from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
 from hub.rounds import CapacityRounds
 from hub.servicer import ACCESS, HubServicer
-from hub.spawn import Spawns
+from hub.spawn import AfterStep, Spawns
 from hub.spawner import ProcessSpawner, ShardTemplate, Spawner
 from hub.store import HubStore
-from hub.supervisor import Supervisor
+from hub.supervisor import SUPERVISED_STEPS, Supervisor
 from protos import hub_pb2, hub_pb2_grpc
 from runtime import logs, rpc
-from runtime.lifecycle import Lifecycle
+from runtime.lifecycle import BackgroundTasks, Lifecycle
+from runtime.metrics import Figure
 from runtime.tls import ClusterCA, Role
 
 __all__ = ["HubService"]
@@ -36,30 +45,43 @@ log = logs.get_logger(__name__)
 
 SERVICE_NAME = hub_pb2.DESCRIPTOR.services_by_name["Hub"].full_name
 
+STEP = hub_pb2.SpawnStep
+
 
 class HubService(Lifecycle):
     """``async with HubService(settings) as svc:`` serves at ``svc.address``.
 
-    ``spawner`` overrides the backend named in the stored config (tests pass
-    a shared :class:`FakeSpawner` so that "shards" outlive a hub restart).
+    ``spawner`` runs the shards instead of :class:`ProcessSpawner` (tests pass
+    an in-memory one, shared across hub restarts so that "shards" outlive
+    their hub); a first start stores its ``name`` in the init config.
+    ``after_step`` is awaited after each committed spawn step (a test hook:
+    one that blocks holds spawns there, see :data:`hub.spawn.AfterStep`).
+    ``clock`` (wall ms) stamps grants, spawns and restarts.
     """
 
-    def __init__(self, settings: HubSettings, *, spawner: Spawner | None = None) -> None:
+    def __init__(
+        self,
+        settings: HubSettings,
+        *,
+        spawner: Spawner | None = None,
+        after_step: AfterStep | None = None,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
         self.settings = settings
         self.store = HubStore(settings.data_dir, durable=settings.durable)
         self.policy = hub_pb2.HubConfig()
         """The stored init config (valid after start)."""
         self.config_differences: list[str] = []
         """Policy fields the settings asked to change but the stored config kept."""
-        self._spawner_override = spawner
-        self.spawner: Spawner | None = None
+        self.spawner: Spawner | None = spawner
+        self.after_step = after_step
+        self.clock = clock
         self.registry: RegistryClient | None = None
         self.rounds: CapacityRounds | None = None
         self.supervisor: Supervisor | None = None
         self.hub: Hub | None = None
         self._server: rpc.Server | None = None
-        self._scheduler: AsyncIOScheduler | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks()
         self._started = False
         self._stopped = False
 
@@ -70,6 +92,7 @@ class HubService(Lifecycle):
         return self._server.address
 
     async def start(self) -> None:
+        """Open the store, serve, start the background work; on failure close what opened."""
         if self._started:
             return
         self._started = True
@@ -86,6 +109,9 @@ class HubService(Lifecycle):
         if moved:
             log.info("shard_dirs_moved", shards=moved, shards_dir=str(settings.shards_dir))
         wanted = settings.init_config()
+        if self.spawner is not None:  # an injected backend: the init config names it
+            wanted.spawner = self.spawner.name
+            wanted.template_version = template_version(self.spawner.name)
         self.policy, self.config_differences = await self.store.init_config(wanted)
         if self.config_differences:
             log.warning(
@@ -99,7 +125,8 @@ class HubService(Lifecycle):
         # The only process that reads the CA key after `canistry up` made it.
         ca = None if settings.ca_dir is None else ClusterCA.load(settings.ca_dir)
         self.registry = RegistryClient(settings.registry_address, tls=tls)
-        self.spawner = self._spawner_override or self._make_spawner(policy)
+        if self.spawner is None:
+            self.spawner = self._make_spawner(policy)
         spawns = Spawns(
             self.store,
             self.spawner,
@@ -108,7 +135,8 @@ class HubService(Lifecycle):
             policy=policy,
             ca=ca,
             tls=tls,
-            pause_after=pause_step(settings.pause_spawn_after),
+            after_step=self.after_step,
+            clock=self.clock,
         )
         self.rounds = CapacityRounds(
             self.store,
@@ -120,6 +148,7 @@ class HubService(Lifecycle):
             is_alive=self.spawner.is_alive,
             retry_max_s=min(30.0, policy.scale_interval_s),
             max_shards=policy.max_shards,
+            clock=self.clock,
         )
         start_timeout_s = policy.shard_start_timeout_s
 
@@ -135,6 +164,7 @@ class HubService(Lifecycle):
             ca=ca,
             pacer=StartPacer(settings.start_concurrency, settings.start_interval_s),
             healthy=healthy,
+            wall_clock=self.clock,
         )
         self.hub = Hub(
             self.store,
@@ -142,6 +172,7 @@ class HubService(Lifecycle):
             self.rounds,
             registry_address=settings.registry_address,
             content_address=settings.content_address,
+            clock=self.clock,
         )
         servicer = HubServicer(self.hub)
 
@@ -153,26 +184,18 @@ class HubService(Lifecycle):
         await self._server.start()
 
         self.supervisor.register_all()
-        self._tasks = [
-            asyncio.create_task(self.supervisor.run(), name="hub-supervisor"),
-            asyncio.create_task(self.rounds.run(), name="hub-capacity"),
-        ]
-        self._scheduler = AsyncIOScheduler()
-        self._scheduler.add_job(
-            self._scheduled_round,
-            "interval",
-            seconds=policy.scale_interval_s,
-            id="capacity-check",
-            coalesce=True,
-            max_instances=1,
-        )
-        self._scheduler.start()
+        self._tasks.spawn(self.supervisor.run(), name="hub-supervisor")
+        self._tasks.spawn(self.rounds.run(), name="hub-capacity")
+        self._tasks.spawn(self._timer(policy.scale_interval_s), name="hub-capacity-timer")
         self.rounds.wake()  # one check at once, so min_shards come up
         log.info("hub_started", address=self.address, **_policy_fields(policy))
 
     def _make_spawner(self, policy: hub_pb2.HubConfig) -> Spawner:
-        if policy.spawner == "fake":
-            return FakeSpawner(tls=self.settings.server.tls is not None)
+        if policy.spawner not in SPAWNERS:
+            raise ValueError(
+                f"the stored init config names spawner {policy.spawner!r}, which only a "
+                f"hub built with that spawner injected can run (this one makes {SPAWNERS})"
+            )
         template = ShardTemplate(
             content_address=self.settings.content_address,
             hub_address=lambda: self.address,
@@ -180,35 +203,69 @@ class HubService(Lifecycle):
             daily_token_limit=policy.daily_token_limit,
             base_allowance=policy.base_allowance,
             durable=self.settings.durable,
-            commit_per_request=policy.shard_commit_per_request,
+            commit_per_request=self.settings.shard_commit_per_request,
             tls=self.settings.server.tls is not None,
         )
         return ProcessSpawner(template)
 
-    async def _scheduled_round(self) -> None:
-        # Only a wake-up: the round itself runs in the owned capacity task.
-        if self.rounds is not None:
-            self.rounds.wake()
+    async def _timer(self, interval_s: float) -> None:
+        """Wake the capacity loop every ``interval_s``: the round runs in that owned task."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.rounds is not None:
+                self.rounds.wake()
+
+    def figures(self) -> Iterator[Figure]:
+        """What ``/metrics`` reports besides RPCs (read at each scrape, from LMDB)."""
+        treasury = self.store.treasury(self.policy.cap)
+        yield "hub_treasury_cap_tokens", "Tokens the treasury may ever grant", treasury.cap
+        yield "hub_treasury_granted_tokens", "Tokens granted to shards", treasury.total_granted
+        yield "hub_treasury_staked_tokens", "Tokens shards reported staked", treasury.total_staked
+        yield "hub_allowance_calls", "Allowance requests answered", treasury.allowance_calls
+        records = self.store.shards()
+        steps = [r.step for r in records]
+        yield (
+            "hub_shards_registered",
+            "Shards in service (registered)",
+            steps.count(STEP.SPAWN_STEP_REGISTERED),
+        )
+        yield "hub_shards_warm", "Warm shards, ready to register", steps.count(STEP.SPAWN_STEP_WARM)
+        yield (
+            "hub_shards_in_progress",
+            "Shards whose spawn is under way",
+            sum(1 for s in steps if s in IN_PROGRESS_STEPS),
+        )
+        yield (
+            "hub_spawns_done",
+            "Spawns finished (shards registered or warm)",
+            sum(1 for s in steps if s in SUPERVISED_STEPS),
+        )
+        yield (
+            "hub_spawns_abandoned",
+            "Spawns undone (shard stopped)",
+            steps.count(STEP.SPAWN_STEP_ABANDONED),
+        )
+        yield "hub_shard_restarts", "Shard restarts after a crash", sum(r.restarts for r in records)
 
     async def stop(self) -> None:
-        """Stop the hub (not its shards). Idempotent."""
+        """Drain the server, then stop the background work and close (not the shards).
+
+        Idempotent; safe after a start that failed partway.
+        """
         if self._stopped:
             return
         self._stopped = True
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        if self.rounds is not None:
-            await self.rounds.close()
-        if self._server is not None:
-            await self._server.stop()
-        if self.registry is not None:
-            await self.registry.close()
-        await self.store.stop()
-        log.info("hub_stopped")
+        try:
+            if self._server is not None:
+                await self._server.stop()  # drain: calls under way still find every part
+        finally:
+            await self._tasks.stop()
+            if self.rounds is not None:
+                await self.rounds.close()
+            if self.registry is not None:
+                await self.registry.close()
+            await self.store.stop()
+            log.info("hub_stopped")
 
 
 def _policy_fields(policy: hub_pb2.HubConfig) -> dict[str, object]:

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
 from hub import capacity
+from hub.clock import Clock, wall_clock_ms
 from hub.registry_client import RegistryClient
 from hub.spawner import Spawner, shard_tls_dir
 from hub.store import HubStore
@@ -45,7 +46,14 @@ from runtime.net import free_port
 from runtime.rpc import wait_healthy
 from runtime.tls import ClusterCA, Identity, Role, TLSConfig
 
-__all__ = ["IDENTITY_FILE", "SpawnFailed", "Spawns", "ensure_identity", "ensure_port"]
+__all__ = [
+    "IDENTITY_FILE",
+    "AfterStep",
+    "SpawnFailed",
+    "Spawns",
+    "ensure_identity",
+    "ensure_port",
+]
 
 #: How long a warm shard may take to answer the health check that precedes its promotion.
 PROMOTE_HEALTH_TIMEOUT_S = 3.0
@@ -63,8 +71,9 @@ class SpawnFailed(Unavailable):
     code = "spawn-failed"
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+#: Called with the record each time a spawn has committed a step (ALLOCATED included),
+#: before the next one begins. A test hook: one that blocks holds the spawn right there.
+AfterStep = Callable[[hub_pb2.ShardRecord], Awaitable[None]]
 
 
 async def ensure_port(
@@ -118,14 +127,15 @@ class Spawns:
         tls: TLSConfig | None = None,
         host: str = "127.0.0.1",
         register_attempts: int = 3,
-        pause_after: hub_pb2.SpawnStep.ValueType | None = None,
+        after_step: AfterStep | None = None,
         promote_timeout_s: float = PROMOTE_HEALTH_TIMEOUT_S,
+        clock: Clock = wall_clock_ms,
     ) -> None:
         """``ca`` issues shard certificates; ``tls`` is the hub's own, for health checks.
 
         Both None: a plain-text hub whose shards get no certificate (tests only).
-        ``pause_after`` (tests only) holds every spawn for good once it has
-        committed that step, so that a test can kill the hub right there.
+        ``after_step`` is awaited after each committed step (see :data:`AfterStep`);
+        ``clock`` stamps the records (wall ms).
         """
         self.store = store
         self.spawner = spawner
@@ -136,8 +146,9 @@ class Spawns:
         self.tls = tls
         self.host = host
         self.register_attempts = register_attempts
-        self.pause_after = pause_after
+        self.after_step = after_step
         self.promote_timeout_s = promote_timeout_s
+        self.clock = clock
 
     async def new(self, *, warm: bool = False) -> hub_pb2.ShardRecord:
         """Allocate a new shard and run its spawn to the end (WARM if ``warm``).
@@ -146,7 +157,7 @@ class Spawns:
         """
         record = await self.store.allocate_shard(lambda shard_id: self._allocation(shard_id, warm))
         log.info("spawn_allocated", shard_id=record.shard_id, port=record.port, warm=warm)
-        await self._pause_if_asked(record)
+        await self._stepped(record)
         return await self.resume(record)
 
     async def promote(
@@ -177,7 +188,7 @@ class Spawns:
         except Unavailable as exc:
             await self._abandon(record, f"warm shard not healthy: {exc}")
         await self._register_with_retries(record)
-        registered_at = _now_ms()
+        registered_at = self.clock()
 
         def registered(r: hub_pb2.ShardRecord) -> None:
             r.step, r.registered_at_ms = STEP.SPAWN_STEP_REGISTERED, registered_at
@@ -218,7 +229,7 @@ class Spawns:
 
     def _allocation(self, shard_id: str, warm: bool) -> hub_pb2.ShardRecord:
         port = free_port(self.host)
-        now = _now_ms()
+        now = self.clock()
         return hub_pb2.ShardRecord(
             shard_id=shard_id,
             step=STEP.SPAWN_STEP_ALLOCATED,
@@ -240,20 +251,12 @@ class Spawns:
         nxt.step = step
         await self.store.put_shard(nxt)
         log.info("spawn_step", shard_id=nxt.shard_id, step=hub_pb2.SpawnStep.Name(step))
-        await self._pause_if_asked(nxt)
+        await self._stepped(nxt)
         return nxt
 
-    async def _pause_if_asked(self, record: hub_pb2.ShardRecord) -> None:
-        """Tests only: hold this spawn for good once ``pause_after`` is committed."""
-        if record.step != self.pause_after:
-            return
-        log.warning(
-            "spawn_paused",
-            shard_id=record.shard_id,
-            step=hub_pb2.SpawnStep.Name(record.step),
-            detail="pause_spawn_after (tests only): this spawn waits until the hub stops",
-        )
-        await asyncio.Event().wait()
+    async def _stepped(self, record: hub_pb2.ShardRecord) -> None:
+        if self.after_step is not None:
+            await self.after_step(record)
 
     async def _issue_identity(self, record: hub_pb2.ShardRecord) -> hub_pb2.ShardRecord:
         await ensure_identity(self.ca, record)
@@ -262,7 +265,9 @@ class Spawns:
             "shard_id": record.shard_id,
             "identity": Identity(Role.SHARD, record.shard_id).uri,
             "certificate": str(shard_tls_dir(record.data_dir)) if self.ca else None,
-            "issued_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "issued_at": datetime.fromtimestamp(self.clock() / 1000, UTC).isoformat(
+                timespec="seconds"
+            ),
             "template_version": record.template_version,
         }
         path = Path(record.data_dir) / IDENTITY_FILE
@@ -309,7 +314,7 @@ class Spawns:
         await self._register_with_retries(record)
         registered = hub_pb2.ShardRecord()
         registered.CopyFrom(record)
-        registered.registered_at_ms = _now_ms()
+        registered.registered_at_ms = self.clock()
         return await self._advance(registered, STEP.SPAWN_STEP_REGISTERED)
 
     async def _register_with_retries(self, record: hub_pb2.ShardRecord) -> None:

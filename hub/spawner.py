@@ -59,6 +59,9 @@ def shard_tls_dir(data_dir: str | Path) -> Path:
 class Spawner(Protocol):
     """Starts, watches and stops shards. The hub owns the records; this owns the processes."""
 
+    name: str
+    """The backend's name, stored in the hub's init config (``process``)."""
+
     async def start(self, record: hub_pb2.ShardRecord) -> int:
         """Start the shard described by ``record`` (port, data dir); return its pid."""
         ...
@@ -104,6 +107,8 @@ class ShardTemplate:
 
 class ProcessSpawner:
     """Each shard is a child process in its own session, logging to ``DIR/shard.log``."""
+
+    name = "process"
 
     def __init__(self, template: ShardTemplate, *, stop_timeout_s: float = 10.0) -> None:
         self.template = template

@@ -109,6 +109,12 @@ class HubStore(WrittenStore):
 
         return await self.committer.submit(fn)
 
+    def grant(self, shard_id: str, seq: int) -> hub_pb2.GrantRecord | None:
+        """The grant recorded for ``(shard_id, seq)``, if any."""
+        store = self.store
+        with store.read() as txn:
+            return get_msg(txn, store.db("grants"), _grant_key(shard_id, seq), hub_pb2.GrantRecord)
+
     def treasury(self, cap: int) -> hub_pb2.Treasury:
         """The running figures and every shard's account."""
         store = self.store

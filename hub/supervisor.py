@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from hub.backoff import Backoff
+from hub.clock import Clock, wall_clock_ms
 from hub.pacing import StartPacer, start_order
 from hub.registry_client import RegistryClient
 from hub.spawn import ensure_identity, ensure_port
@@ -58,9 +59,13 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         pacer: StartPacer | None = None,
         healthy: Callable[[hub_pb2.ShardRecord], Awaitable[None]] | None = None,
+        wall_clock: Clock = wall_clock_ms,
     ) -> None:
         """``healthy`` waits until a started shard answers (raises if it does not in time);
-        a start holds its ``pacer`` slot until then. None: a start frees its slot at once."""
+        a start holds its ``pacer`` slot until then. None: a start frees its slot at once.
+
+        ``clock`` (monotonic s) paces backoff and starts; ``wall_clock`` (ms) stamps restarts.
+        """
         self.store = store
         self.spawner = spawner
         self.registry = registry
@@ -69,6 +74,7 @@ class Supervisor:
         self.interval_s = interval_s
         self.register_retry_s = register_retry_s
         self.clock = clock
+        self.wall_clock = wall_clock
         self.ticks = 0
         """Passes completed (tests wait on it instead of sleeping)."""
         self._backoff: dict[str, Backoff] = {}
@@ -224,13 +230,14 @@ class Supervisor:
                 log.error("shard_restart_failed", shard_id=record.shard_id, error=repr(exc))
                 return None
         running: int = pid
+        restarted_at_ms = self.wall_clock()
 
         def restart(r: hub_pb2.ShardRecord) -> None:
             r.pid = running
             if not adopted and not first:
                 r.restarts += 1
                 r.restart_delay_s = waited
-                r.restarted_at_ms = int(time.time() * 1000)
+                r.restarted_at_ms = restarted_at_ms
 
         # Only its own fields: a promotion may have changed the step meanwhile.
         restarted = await self.store.update_shard(record.shard_id, restart)

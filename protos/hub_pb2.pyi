@@ -401,7 +401,6 @@ class HubConfig(_message.Message):
     DAILY_ATTEMPT_LIMIT_FIELD_NUMBER: _builtins.int
     DAILY_TOKEN_LIMIT_FIELD_NUMBER: _builtins.int
     SHARD_START_TIMEOUT_S_FIELD_NUMBER: _builtins.int
-    SHARD_COMMIT_PER_REQUEST_FIELD_NUMBER: _builtins.int
     WARM_POOL_FIELD_NUMBER: _builtins.int
     MAX_SHARDS_FIELD_NUMBER: _builtins.int
     cap: _builtins.int
@@ -419,8 +418,6 @@ class HubConfig(_message.Message):
     daily_token_limit: _builtins.int
     shard_start_timeout_s: _builtins.float
     """How long a new or restarted shard may take to report healthy."""
-    shard_commit_per_request: _builtins.bool
-    """Shards fsync each request alone instead of group-committing (benchmarks)."""
     warm_pool: _builtins.int
     """Started, healthy, unassigned shards kept ready to take users at once."""
     max_shards: _builtins.int
@@ -444,13 +441,12 @@ class HubConfig(_message.Message):
         daily_attempt_limit: _builtins.int = ...,
         daily_token_limit: _builtins.int = ...,
         shard_start_timeout_s: _builtins.float = ...,
-        shard_commit_per_request: _builtins.bool = ...,
         warm_pool: _builtins.int = ...,
         max_shards: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "max_shards", b"max_shards", "min_shards", b"min_shards", "registry_address", b"registry_address", "scale_interval_s", b"scale_interval_s", "shard_commit_per_request", b"shard_commit_per_request", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version", "warm_pool", b"warm_pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "max_shards", b"max_shards", "min_shards", b"min_shards", "registry_address", b"registry_address", "scale_interval_s", b"scale_interval_s", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version", "warm_pool", b"warm_pool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -53,7 +53,7 @@ def _add_request_id(
 def configure(service: str, *, level: str = "info", stream: TextIO | None = None) -> None:
     """Send JSON lines to ``stream`` (stderr), each tagged with ``service`` and the request id.
 
-    Libraries that log through the standard library (uvicorn, APScheduler,
+    Libraries that log through the standard library (uvicorn,
     asyncio) are rendered as the same JSON lines, with their ``logger`` name.
     """
     stream = stream or sys.stderr
@@ -83,7 +83,7 @@ def configure(service: str, *, level: str = "info", stream: TextIO | None = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "apscheduler"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # Their own handlers (if any were set up) would print plain text beside ours.
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -7,10 +7,16 @@ from pathlib import Path
 
 from runtime.rpc import ServerConfig
 
-__all__ = ["MIN_IDEMPOTENCY_RETENTION_S", "ShardConfig"]
+__all__ = ["MIN_IDEMPOTENCY_RETENTION_S", "STAKE_REPORT_QUIET_S", "ShardConfig"]
 
 #: Idempotent replies are kept at least a day: a client may retry that late.
 MIN_IDEMPOTENCY_RETENTION_S = 24 * 3600.0
+
+#: Credits not yet reported to the hub are reported on their own (an allowance request
+#: for 0 tokens) once no credit came for this long; under steady load, at the latest
+#: ``refill_target_s`` after the last request. So the hub's total staked is fresh
+#: without a hub call per quiz (see :mod:`user_shard.refiller`).
+STAKE_REPORT_QUIET_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,15 @@ exponential backoff until it is answered; the hub is idempotent per
 (shard, seq), so a retry or a restart never gets a second grant. The answer
 is applied once, in one transaction that also settles waiting users.
 
+Each request carries the credits not yet reported (``staked_delta``), which
+is how the hub's total staked grows. So that the figure does not wait for the
+next refill (minutes at a steady rate, forever on a quiet shard), the loop
+also sends a *report*: an allowance request for 0 tokens, recorded and
+retried like any other, sent when credits are unreported and either none
+came for ``report_quiet_s`` (the burst is over) or the last request was
+answered ``refill_target_s`` ago (steady load). A refill that is due then
+asks for its amount as usual and carries the credits itself.
+
 Submissions never wait for this loop: with the hub down they keep paying
 from the allowance, then as pending (docs/design.md §6, invariant 6).
 """
@@ -14,12 +23,16 @@ from the allowance, then as pending (docs/design.md §6, invariant 6).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+from protos import shard_pb2
 from runtime import logs
 from runtime.errors import CanistryError
 from user_shard import microbank
+from user_shard.config import STAKE_REPORT_QUIET_S
 from user_shard.store import ShardStore
 
 __all__ = ["AskHub", "Refiller"]
@@ -30,6 +43,17 @@ log = logs.get_logger(__name__)
 AskHub = Callable[[microbank.AllowanceRequest], Awaitable[int]]
 
 _FIRST_RETRY_S = 0.05
+
+
+@dataclass(frozen=True)
+class _WithReport(microbank.RefillPolicy):
+    """The refill policy, plus: unreported credits alone make a request (for 0 tokens)."""
+
+    def needs_refill(self, ledger: shard_pb2.Ledger) -> bool:
+        return super().needs_refill(ledger) or ledger.unreported_staked > 0
+
+    def amount(self, ledger: shard_pb2.Ledger, mint_rate: float) -> int:
+        return super().amount(ledger, mint_rate) if super().needs_refill(ledger) else 0
 
 
 class Refiller:
@@ -44,9 +68,19 @@ class Refiller:
         *,
         retry_max_s: float,
         monotonic: Callable[[], float] = time.monotonic,
+        report_quiet_s: float = STAKE_REPORT_QUIET_S,
     ) -> None:
+        """``report_quiet_s``: how long without a credit before unreported credits are
+        reported on their own (see the module doc)."""
         self._store = store
         self._policy = policy
+        self._reporting = _WithReport(
+            policy.base_allowance, policy.low_water_fraction, policy.refill_target_s
+        )
+        self._report_quiet_s = report_quiet_s
+        self._answered_at = monotonic()
+        """When the hub last answered a request (each one reports the credits it carries)."""
+        self._report_due = False
         self._mint_rate = mint_rate
         self._ask_hub = ask_hub
         self._retry_max_s = retry_max_s
@@ -84,13 +118,16 @@ class Refiller:
         # Cleared before reading the ledger: a submission committed after the
         # read sets it again, so no wake-up is lost.
         self._wake.clear()
+        policy = self._reporting if self._report_due else self._policy
+        self._report_due = False
         request = await self._store.begin_allowance_request(
-            self._policy, self._mint_rate.rate(self._monotonic())
+            policy, self._mint_rate.rate(self._monotonic())
         )
         if request is None:
-            await self._wake.wait()
+            await self._idle()
             return
         granted = await self._ask_until_answered(request)
+        self._answered_at = self._monotonic()
         ledger = await self._store.apply_grant(request.seq, granted, self._unrecorded_calls)
         self._unrecorded_calls = 0
         self.grants_applied += 1
@@ -102,10 +139,29 @@ class Refiller:
             allowance=ledger.allowance_remaining,
             pending_total=ledger.pending_total,
         )
-        if granted == 0:
+        if granted == 0 and request.amount > 0:
             # The treasury is spent (or this shard is refused): asking again
             # at once would only load the hub.
             await asyncio.sleep(self._policy.refill_target_s)
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up, or until unreported credits are due for a report.
+
+        Looks at the ledger every ``report_quiet_s`` (a read, no write): a
+        report is due when credits are unreported and none came since the
+        last look, or the last request was answered ``refill_target_s`` ago.
+        """
+        seen = -1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._report_quiet_s)
+                return
+            unreported = self._store.ledger().unreported_staked
+            stale = self._monotonic() - self._answered_at >= self._policy.refill_target_s
+            if unreported > 0 and (unreported == seen or stale):
+                self._report_due = True
+                return
+            seen = unreported
 
     async def _ask_until_answered(self, request: microbank.AllowanceRequest) -> int:
         delay = min(_FIRST_RETRY_S, self._retry_max_s)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.fake_spawner import FakeSpawner
 from registry.config import RegistryConfig
 from registry.service import RegistryService
+from tests.hub.fake_spawner import FakeSpawner
 
 
 @pytest.fixture

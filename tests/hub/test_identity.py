@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from hub.fake_spawner import FakeSpawner
 from hub.service import HubService
 from hub.treasury import NotThisShard
 from protos import hub_pb2, hub_pb2_grpc
@@ -18,6 +17,7 @@ from runtime.errors import PermissionDenied
 from runtime.rpc import ServerConfig
 from runtime.tls import ClusterCA, Identity, Role, TLSConfig
 from tests.hub._support import hub_settings, shards_up
+from tests.hub.fake_spawner import FakeSpawner
 from tests.polling import eventually
 
 SHARD_1 = Identity(Role.SHARD, "shard-0001")

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from hub.config import DEFAULT_MAX_SHARDS, HubSettings
-from hub.fake_spawner import FakeSpawner
 from hub.service import HubService
 from registry.service import RegistryService
 from runtime.errors import NoCapacity
 from tests.hub._support import hub_settings, shards_up
+from tests.hub.fake_spawner import FakeSpawner
 
 
 async def test_the_hub_spawns_no_shard_past_max_shards_and_says_so_once(

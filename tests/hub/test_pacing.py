@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from hub.backoff import Backoff
-from hub.fake_spawner import FakeSpawner
 from hub.pacing import StartPacer, start_order
 from hub.registry_client import RegistryClient
 from hub.store import HubStore
@@ -16,6 +15,7 @@ from hub.supervisor import Supervisor
 from protos import hub_pb2
 from registry.service import RegistryService
 from runtime.net import free_port
+from tests.hub.fake_spawner import FakeSpawner
 from tests.polling import eventually
 
 REGISTERED = hub_pb2.SPAWN_STEP_REGISTERED

@@ -4,7 +4,7 @@ import pytest
 
 from hub import capacity, treasury
 from hub.backoff import Backoff
-from hub.config import HubSettings, differences, kept_notes, pause_step
+from hub.config import HubSettings, differences, kept_notes
 from protos import hub_pb2, registry_pb2
 from runtime.errors import Conflict, InvalidArgument, PermissionDenied
 from runtime.tls import Identity, Role
@@ -187,10 +187,10 @@ def test_settings_validate_and_differences_name_fields(tmp_path) -> None:  # typ
     assert kept_notes(a, c, ["warm_pool"]) == ["warm_pool 0 (asked 1)"]
     with pytest.raises(ValueError, match="warm_pool"):
         HubSettings(**base, warm_pool=-1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="no spawn step"):
-        HubSettings(**base, pause_spawn_after="LAUNCHED")  # type: ignore[arg-type]
-    assert pause_step("started") == pause_step("SPAWN_STEP_STARTED") == hub_pb2.SPAWN_STEP_STARTED
-    assert pause_step("") is None
+    with pytest.raises(ValueError, match="spawner"):
+        HubSettings(**base, spawner="fake")  # type: ignore[arg-type]  # only injected
+    benchmark = HubSettings(**base, shard_commit_per_request=True)  # type: ignore[arg-type]
+    assert benchmark.init_config() == a, "a benchmark switch, not stored policy"
 
 
 def test_a_shard_asks_only_in_its_own_name() -> None:

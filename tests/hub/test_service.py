@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from hub.fake_spawner import FakeSpawner
 from hub.service import HubService
 from protos import hub_pb2, hub_pb2_grpc
 from registry.config import RegistryConfig
@@ -15,7 +14,8 @@ from runtime import rpc
 from runtime.errors import Conflict, PermissionDenied
 from runtime.net import free_port
 from runtime.rpc import ServerConfig
-from tests.hub._support import hub_settings, shards_up
+from tests.hub._support import hold_after, hub_settings, shards_up
+from tests.hub.fake_spawner import FakeSpawner
 from tests.polling import eventually
 
 REGISTERED = hub_pb2.SPAWN_STEP_REGISTERED
@@ -277,12 +277,14 @@ async def test_a_hub_started_before_its_registry_still_brings_up_min_shards(
             await shards_up(hub, registry, 1)
 
 
-async def test_the_test_only_pause_holds_a_spawn_right_after_the_step_it_names(
+async def test_an_after_step_hook_holds_a_spawn_right_after_the_step_it_names(
     tmp_path: Path, registry: RegistryService, spawner: FakeSpawner
 ) -> None:
+    settings = hub_settings(tmp_path, registry.address)
     for step in ("ALLOCATED", "STARTED"):
-        paused = hub_settings(tmp_path, registry.address, pause_spawn_after=step)
-        async with HubService(paused, spawner=spawner) as hub:
+        held: list[hub_pb2.ShardRecord] = []
+        hook = hold_after(step, held)
+        async with HubService(settings, spawner=spawner, after_step=hook) as hub:
             want = [hub_pb2.SpawnStep.Value(f"SPAWN_STEP_{step}")]
             await eventually(lambda h=hub, w=want: [r.step for r in h.store.shards()] == w)
             assert hub.rounds is not None and hub.rounds.spawn_running()
@@ -290,6 +292,7 @@ async def test_the_test_only_pause_holds_a_spawn_right_after_the_step_it_names(
                 "spawn_in_progress"
             )
             assert [r.step for r in hub.store.shards()] == want, "held there"
+            assert [r.step for r in held] == want, "the hook saw the committed record"
     async with HubService(hub_settings(tmp_path, registry.address), spawner=spawner) as hub:
         await shards_up(hub, registry, 1)
         assert spawner.starts == ["shard-0001"]

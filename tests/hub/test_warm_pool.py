@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from hub.fake_spawner import FakeSpawner
 from hub.service import HubService
 from hub.store import HubStore, stored_config
 from protos import hub_pb2
 from registry.service import RegistryService
 from tests.hub._support import hub_settings, shards_up
+from tests.hub.fake_spawner import FakeSpawner
 from tests.polling import eventually
 
 REGISTERED = hub_pb2.SPAWN_STEP_REGISTERED

@@ -2,13 +2,15 @@
 
 Killing and restarting the hub goes through ``cluster.children["hub"]``, the
 same child ``canistry up`` supervises, so a restarted hub runs with the same
-argv, port and data as before (plus any hidden test flags given here).
+argv, port and data as before (or, to hold its spawns after a step, the same
+``serve hub`` argv through the test launcher ``held_hub.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from protos import hub_pb2
 from tests.integration.direct import Direct
 
 STEP = hub_pb2.SpawnStep
-PAUSE_FLAG = "--pause-spawn-after"
+#: Runs ``canistry serve hub`` with spawns held after a step (a hook, not a flag).
+HELD_HUB = str(Path(__file__).resolve().parent / "held_hub.py")
 
 
 async def hub_records(direct: Direct) -> dict[str, hub_pb2.ShardRecord]:
@@ -61,16 +64,16 @@ def kill_hub(cluster: Cluster) -> None:
 
 
 async def restart_hub(cluster: Cluster, *, pause_after: str | None = None) -> str:
-    """Start the hub again (same port and data), optionally pausing spawns after a step.
+    """Start the hub again (same port and data), optionally holding spawns after a step.
 
     Returns its address once it serves.
     """
     child = cluster.children["hub"]
-    if PAUSE_FLAG in child.argv:
-        i = child.argv.index(PAUSE_FLAG)
-        del child.argv[i : i + 2]
-    if pause_after is not None:
-        child.argv += [PAUSE_FLAG, pause_after]
+    serve = child.argv[child.argv.index("serve") :]  # from either launcher
+    if pause_after is None:
+        child.argv = [sys.executable, "-m", "canistry", *serve]
+    else:
+        child.argv = [sys.executable, HELD_HUB, pause_after, *serve]
     child.start()
     return await asyncio.to_thread(child.wait_ready, 30.0)
 

@@ -110,3 +110,25 @@ async def test_shards_reward_while_the_hub_is_down_then_settle_pending(
 
     await poll(settled, timeout_s=30, what="pending rewards to be credited")
     await direct.assert_accounts_balance()
+
+
+async def test_the_hub_total_staked_follows_credits_with_no_refill(
+    make_cluster: MakeCluster,
+) -> None:
+    """``GetTreasury().total_staked`` (what ``/v1/cluster`` and ``canistry status`` show)
+    catches up with what the shards credited, without waiting for an allowance refill."""
+    cluster = make_cluster(min_shards=2)
+    direct = Direct(cluster)
+    earned = await _earn(direct, users=4, units_each=3)
+    assert earned > 0
+    granted_before = (await direct.treasury()).total_granted
+
+    async def fresh() -> bool:
+        credited = sum(s.credited_total for s in (await direct.shard_statuses()).values())
+        return credited == earned and (await direct.treasury()).total_staked == credited
+
+    await poll(fresh, timeout_s=30, what="the hub's total staked to equal the shards' credits")
+    treasury = await direct.treasury()
+    assert treasury.total_granted == granted_before, "no refill was needed for it"
+    assert sum(s.staked for s in treasury.shards) == earned
+    await direct.assert_accounts_balance()

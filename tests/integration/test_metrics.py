@@ -60,3 +60,11 @@ async def test_every_service_serves_metrics(shared_cluster: Cluster) -> None:
     assert _total(registry, "canistry_rpc_requests_total{code=ok,method=Registry/Assign") >= 1
     assert registry["canistry_registry_users{}"] >= 1
     assert shard["canistry_shard_users{}"] >= 1 and shard["canistry_shard_staked_tokens{}"] > 0
+    hub = _samples(urls["hub"])
+    assert hub["canistry_hub_treasury_cap_tokens{}"] == shared_cluster.config.cap
+    assert hub["canistry_hub_treasury_granted_tokens{}"] > 0
+    assert hub["canistry_hub_allowance_calls{}"] >= 1
+    assert hub["canistry_hub_shards_registered{}"] >= 1
+    assert hub["canistry_hub_spawns_done{}"] >= hub["canistry_hub_shards_registered{}"]
+    assert hub["canistry_hub_shards_in_progress{}"] >= 0
+    assert hub["canistry_hub_shard_restarts{}"] >= 0

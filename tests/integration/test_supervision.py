@@ -136,9 +136,9 @@ async def test_a_hub_killed_in_the_middle_of_a_spawn_finishes_it_when_it_restart
 ) -> None:
     """The hub is SIGKILLed while held after each step of one spawn in turn, and carries on.
 
-    A hidden test flag holds every spawn once a given step is committed, so
-    each kill lands exactly there; the next hub runs without it, or with a
-    later step.
+    A test hook injected into the hub process (``held_hub.py``) holds every
+    spawn once a given step is committed, so each kill lands exactly there;
+    the next hub runs without it, or with a later step.
     """
     cluster = make_cluster(soft_limit=2, hard_limit=1000)
     direct = Direct(cluster)

@@ -7,7 +7,6 @@ spawner (its new shards answer health checks only).
 
 from pathlib import Path
 
-from hub.fake_spawner import FakeSpawner
 from hub.service import HubService
 from protos import registry_pb2
 from registry.config import RegistryConfig
@@ -16,6 +15,7 @@ from runtime.errors import StoreFull
 from runtime.net import free_port
 from runtime.rpc import ServerConfig
 from tests.hub._support import hub_settings
+from tests.hub.fake_spawner import FakeSpawner
 from tests.polling import eventually
 from tests.user_shard.conftest import Client, shard_config
 from tests.user_shard.fakes import FakeContent, FakeHub

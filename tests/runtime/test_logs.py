@@ -11,7 +11,7 @@ def test_library_logs_are_json_lines_like_ours() -> None:
     out = io.StringIO()
     logs.configure("hub", stream=out)
     try:
-        logging.getLogger("apscheduler.scheduler").info("Added job %r", "capacity")
+        logging.getLogger("grpc._cython.cygrpc").info("Added job %r", "capacity")
         logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
         token = logs.bind_request_id("r-1")
         try:
@@ -33,6 +33,6 @@ def test_library_logs_are_json_lines_like_ours() -> None:
         "task failed",
     ]
     assert all(line["service"] == "hub" and "timestamp" in line for line in lines)
-    assert lines[0]["logger"] == "apscheduler.scheduler" and lines[1]["level"] == "warning"
+    assert lines[0]["logger"] == "grpc._cython.cygrpc" and lines[1]["level"] == "warning"
     assert lines[2]["request_id"] == "r-1"
     assert "ValueError: boom" in lines[3]["exception"]

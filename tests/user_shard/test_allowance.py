@@ -153,3 +153,29 @@ async def test_a_spent_treasury_leaves_rewards_pending_never_overspent(
             assert_books_balance(svc)
     finally:
         await hub.stop()
+
+
+async def test_credits_are_reported_once_quiet_with_no_refill_and_exactly_once(
+    tmp_path: Path, hub: FakeHub, content: FakeContent
+) -> None:
+    """A quiet shard reports its credits in an allowance request for 0 tokens.
+
+    Without it the hub's total staked waited for the next refill. The report
+    is a request like any other: its own seq, its grant (0) applied once.
+    """
+    async with ShardService(shard_config(tmp_path, hub, content.server.address)) as svc:
+        client = Client(svc.address)
+        await eventually(lambda: svc.store.ledger().granted_total == 1_000_000)
+        for name in ("a", "b"):
+            await client.create(name)
+            await client.submit(name, "u1", RIGHT)
+        assert hub.staked.get("s1", 0) == 0, "nothing reported yet: no refill was due"
+        await eventually(lambda: hub.staked.get("s1", 0) == 2 * REWARD, timeout_s=15)
+        report = hub.calls[-1]
+        assert (report.seq, report.amount, report.staked_delta) == (2, 0, 2 * REWARD)
+        await eventually(lambda: svc.store.ledger().last_applied_seq == 2)
+        ledger = svc.store.ledger()
+        assert (ledger.granted_total, ledger.unreported_staked) == (1_000_000, 0)
+        assert [c.amount for c in hub.calls] == [1_000_000, 0], "one refill, one report"
+        await client.close()
+        assert_books_balance(svc)

@@ -34,6 +34,8 @@ class _Fake:
 class FakeSpawner:
     """Shards as in-process health-only servers; survives a hub restart if reused."""
 
+    name = "fake"
+
     def __init__(self, *, healthy: bool = True, tls: bool = False) -> None:
         self.healthy = healthy
         self.tls = tls
