@@ -7,16 +7,10 @@ from pathlib import Path
 
 from runtime.rpc import ServerConfig
 
-__all__ = ["MIN_IDEMPOTENCY_RETENTION_S", "STAKE_REPORT_QUIET_S", "ShardConfig"]
+__all__ = ["MIN_IDEMPOTENCY_RETENTION_S", "ShardConfig"]
 
 #: Idempotent replies are kept at least a day: a client may retry that late.
 MIN_IDEMPOTENCY_RETENTION_S = 24 * 3600.0
-
-#: Credits not yet reported to the hub are reported on their own (an allowance request
-#: for 0 tokens) once no credit came for this long; under steady load, at the latest
-#: ``refill_target_s`` after the last request. So the hub's total staked is fresh
-#: without a hub call per quiz (see :mod:`user_shard.refiller`).
-STAKE_REPORT_QUIET_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +44,11 @@ class ShardConfig:
     """fsync every commit. Only benchmarks and throwaway tests turn this off."""
     hub_retry_max_s: float = 5.0
     """Cap of the exponential backoff between retries of a failed allowance request."""
+    stake_report_quiet_s: float = 2.0
+    """Credits not yet reported to the hub are reported on their own (an allowance request
+    for 0 tokens) once no credit came for this long; under steady load, at the latest
+    ``refill_target_s`` after the last request. So the hub's total staked is fresh without
+    a hub call per quiz."""
     map_size: int = 1 << 32
     """Largest the shard's LMDB file may grow, in bytes (sparse until used). Once
     its writes fail with StoreFull (503); the registry stops sending new users
@@ -81,6 +80,8 @@ class ShardConfig:
             raise ValueError("low_water_fraction must be in (0, 1)")
         if self.refill_target_s <= 0:
             raise ValueError("refill_target_s must be > 0")
+        if self.stake_report_quiet_s <= 0:
+            raise ValueError("stake_report_quiet_s must be > 0")
         if self.hub_retry_max_s <= 0:
             raise ValueError("hub_retry_max_s must be > 0")
         if self.map_size < 1 << 16:

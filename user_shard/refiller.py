@@ -32,7 +32,6 @@ from protos import shard_pb2
 from runtime import logs
 from runtime.errors import CanistryError
 from user_shard import microbank
-from user_shard.config import STAKE_REPORT_QUIET_S
 from user_shard.store import ShardStore
 
 __all__ = ["AskHub", "Refiller"]
@@ -68,7 +67,7 @@ class Refiller:
         *,
         retry_max_s: float,
         monotonic: Callable[[], float] = time.monotonic,
-        report_quiet_s: float = STAKE_REPORT_QUIET_S,
+        report_quiet_s: float = 2.0,
     ) -> None:
         """``report_quiet_s``: how long without a credit before unreported credits are
         reported on their own (see the module doc)."""

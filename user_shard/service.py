@@ -61,6 +61,7 @@ class ShardService(Lifecycle):
             mint_rate,
             self.hub.request_allowance,
             retry_max_s=config.hub_retry_max_s,
+            report_quiet_s=config.stake_report_quiet_s,
         )
         self.sweeper = ReplySweeper(
             self.store,
