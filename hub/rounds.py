@@ -29,7 +29,7 @@ from collections.abc import Callable
 from hub import capacity
 from hub.clock import Clock, wall_clock_ms
 from hub.registry_client import RegistryClient
-from hub.spawn import Spawns
+from hub.spawn_steps import Spawns
 from hub.store import HubStore
 from protos import hub_pb2
 from runtime import logs

@@ -25,11 +25,11 @@ from hub.capacity import IN_PROGRESS_STEPS
 from hub.clock import Clock, wall_clock_ms
 from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
 from hub.core import Hub
+from hub.grpc_edge import ACCESS, HubServicer
 from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
 from hub.rounds import CapacityRounds
-from hub.servicer import ACCESS, HubServicer
-from hub.spawn import AfterStep, Spawns
+from hub.spawn_steps import AfterStep, Spawns
 from hub.spawner import ProcessSpawner, ShardTemplate, Spawner
 from hub.store import HubStore
 from hub.supervisor import SUPERVISED_STEPS, Supervisor
@@ -55,7 +55,7 @@ class HubService(Lifecycle):
     an in-memory one, shared across hub restarts so that "shards" outlive
     their hub); a first start stores its ``name`` in the init config.
     ``after_step`` is awaited after each committed spawn step (a test hook:
-    one that blocks holds spawns there, see :data:`hub.spawn.AfterStep`).
+    one that blocks holds spawns there, see :data:`hub.spawn_steps.AfterStep`).
     ``clock`` (wall ms) stamps grants, spawns and restarts.
     """
 

@@ -28,7 +28,7 @@ from hub.backoff import Backoff
 from hub.clock import Clock, wall_clock_ms
 from hub.pacing import StartPacer, start_order
 from hub.registry_client import RegistryClient
-from hub.spawn import ensure_identity, ensure_port
+from hub.spawn_steps import ensure_identity, ensure_port
 from hub.spawner import Spawner
 from hub.store import HubStore
 from protos import hub_pb2

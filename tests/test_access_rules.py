@@ -1,7 +1,7 @@
 """Each service's access rules: complete, and saying what docs/design.md §5 says."""
 
 from content_service.grpc_edge import ACCESS as CONTENT
-from hub.servicer import ACCESS as HUB
+from hub.grpc_edge import ACCESS as HUB
 from protos import content_pb2, hub_pb2, registry_pb2, shard_pb2
 from registry.grpc_edge import ACCESS as REGISTRY
 from runtime.authz import ANY, compile_rules

@@ -3,7 +3,7 @@
     python tests/integration/held_hub.py STEP serve hub --data-dir ... (the usual argv)
 
 Runs ``canistry serve hub`` unchanged, except that the hub is built with an
-``after_step`` hook (:data:`hub.spawn.AfterStep`) that logs ``spawn_paused``
+``after_step`` hook (:data:`hub.spawn_steps.AfterStep`) that logs ``spawn_paused``
 and then waits forever once a spawn has committed ``STEP`` (``ALLOCATED``,
 ``STARTED``, ``HEALTHY``...). A test SIGKILLs the hub right there and checks
 that the next one finishes the spawn. Production code knows nothing of this:

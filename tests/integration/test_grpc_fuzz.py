@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2
 
 from canistry.up import Cluster
 from content_service.grpc_edge import ACCESS as CONTENT_ACCESS
-from hub.servicer import ACCESS as HUB_ACCESS
+from hub.grpc_edge import ACCESS as HUB_ACCESS
 from protos import content_pb2, hub_pb2, introspect_pb2, registry_pb2, shard_pb2
 from registry.grpc_edge import ACCESS as REGISTRY_ACCESS
 from runtime import authz
