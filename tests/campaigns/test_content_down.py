@@ -36,10 +36,12 @@ async def submit_raw(user: User, unit_id: str, key: str) -> tuple[int, dict[str,
     return r.status_code, dict(r.headers), r.json()
 
 
-def restart_content(cluster: Cluster) -> None:
+async def restart_content(cluster: Cluster) -> None:
     content = cluster.children["content"]
+    # Started from the loop's thread: a child dies with the thread that started it
+    # (PR_SET_PDEATHSIG), and a worker thread may end before the test does.
     content.start()
-    content.wait_ready(30)
+    await asyncio.to_thread(content.wait_ready, 30)
 
 
 @pytest.mark.timeout(pick(240, 900))
@@ -70,7 +72,7 @@ async def test_with_content_down_every_submission_is_503_and_changes_nothing(
                     os.kill(pid, signal.SIGCONT)
                 else:
                     content.proc.wait()
-                    await asyncio.to_thread(restart_content, cluster)
+                    await restart_content(cluster)
             for status, headers, body in replies:
                 assert status == 503, (status, body)
                 assert headers["content-type"].startswith("application/problem+json")
