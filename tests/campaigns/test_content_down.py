@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from canistry.up import Cluster
-from tests.campaigns.support import LONG, UNITS, User, pick, seeded_rng
+from tests.campaigns.support import LONG, UNITS, Sub, User, pick, seeded_rng
 from tests.integration.direct import right_answers
 
 pytestmark = pytest.mark.slow
@@ -90,13 +90,13 @@ async def test_with_content_down_every_submission_is_503_and_changes_nothing(
                 unit_id, key = plan[u.principal]
                 u.api.retry_unavailable_s = 30  # the shard may not see content at once
                 try:
-                    reply = await u.api.submit(
-                        unit_id, right_answers(UNITS[unit_id]), idempotency_key=key
-                    )
+                    reply = await u.submit(key, Sub(unit_id, right_answers(UNITS[unit_id])))
                 finally:
                     u.api.retry_unavailable_s = 0
                 assert reply.first_completion and reply.passed
                 assert reply.attempts_today == before[u.principal].today.attempts + 1
+        for u in users:
+            await u.check()  # the books: each key once, each unit paid once
         print(
             f"content-down campaign ({fault}){' (long)' if LONG else ''}: {rounds} outages, "
             f"{answered} submissions answered 503 with nothing changed"
