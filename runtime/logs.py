@@ -12,11 +12,18 @@ import contextvars
 import logging
 import sys
 import uuid
-from typing import TextIO
+from typing import TextIO, cast
 
 import structlog
 
-__all__ = ["REQUEST_ID_HEADER", "configure", "current_request_id", "get_logger", "new_request_id"]
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "LossyStream",
+    "configure",
+    "current_request_id",
+    "get_logger",
+    "new_request_id",
+]
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -50,13 +57,45 @@ def _add_request_id(
     return event
 
 
+class LossyStream:
+    """A log stream that drops what it cannot write instead of raising.
+
+    A service's log usually sits on the same disk as its data: when that disk
+    is full, a log line that cannot be written must not fail the request that
+    logged it, nor kill the task that was logging a failed write (the store's
+    writer would then never answer again, even once room is made).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.dropped = 0
+        """Writes lost since start (lines, or parts of them)."""
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError:
+            self.dropped += 1
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError:
+            self.dropped += 1
+
+    def __getattr__(self, name: str) -> object:  # isatty(), fileno(), encoding...
+        return getattr(self.stream, name)
+
+
 def configure(service: str, *, level: str = "info", stream: TextIO | None = None) -> None:
     """Send JSON lines to ``stream`` (stderr), each tagged with ``service`` and the request id.
 
-    Libraries that log through the standard library (uvicorn,
-    asyncio) are rendered as the same JSON lines, with their ``logger`` name.
+    Libraries that log through the standard library (uvicorn, asyncio) are
+    rendered as the same JSON lines, with their ``logger`` name. A line that
+    cannot be written (a full disk) is dropped, never raised (:class:`LossyStream`).
     """
-    stream = stream or sys.stderr
+    stream = cast(TextIO, LossyStream(stream or sys.stderr))
 
     def add_service(
         _logger: object, _method: str, event: structlog.types.EventDict

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,13 +224,16 @@ class GroupCommitter:
             try:
                 await asyncio.to_thread(self._commit, batch)
             except BaseException as exc:  # the commit itself failed: nobody's write is on disk
-                log.exception("group_commit_failed", jobs=len(batch))
                 failure = _write_failure(exc, self.store.config.path)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(failure)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
+                # Answer first, then log: and whatever logging does (a full disk holds the
+                # log too), the writer goes on, so writes resume once room is made.
+                with contextlib.suppress(Exception):
+                    log.exception("group_commit_failed", jobs=len(batch))
                 continue
             self.batches += 1
             self.jobs += len(batch)
@@ -250,7 +254,7 @@ class GroupCommitter:
                 child = env.begin(write=True, parent=txn)
                 try:
                     value = job.fn(child)
-                except lmdb.MapFullError as exc:
+                except (lmdb.MapFullError, lmdb.DiskError) as exc:
                     child.abort()
                     job.outcome = (False, _write_failure(exc, self.store.config.path))
                 except BaseException as exc:
@@ -262,10 +266,19 @@ class GroupCommitter:
 
 
 def _write_failure(exc: BaseException, path: Path) -> CanistryError:
-    """What a caller whose write failed is told: the cause is logged, never sent."""
-    if isinstance(exc, lmdb.MapFullError):
+    """What a caller whose write failed is told: the cause is logged, never sent.
+
+    A full map and a full disk (ENOSPC, which LMDB reports as ``DiskError``
+    when the file cannot grow) are both :class:`StoreFull`: reads go on, and
+    writes resume once room is made.
+    """
+    if isinstance(exc, lmdb.MapFullError | lmdb.DiskError) or _is_enospc(exc):
         return StoreFull(f"store {path.name} is full; try again later")
     return Unavailable(f"store {path.name} could not write; try again later")
+
+
+def _is_enospc(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 class WrittenStore(Lifecycle):
