@@ -85,6 +85,8 @@ class GatewayConfig:
     """The bucket's size: registrations a client address may send at once."""
     rate_limit_clients: int = 100_000
     """Client addresses whose buckets each worker remembers (least recently used go first)."""
+    max_header_bytes: int = 32 * 1024
+    """The longest request line and headers accepted; longer gets 431 and a close."""
     header_timeout_s: float = 10.0
     """A request's line and headers must arrive within this of its first byte (or of the
     connection opening); else the connection is closed."""
@@ -122,6 +124,7 @@ class GatewayConfig:
         sizes = (
             "route_cache_size", "content_cache_size", "max_body_bytes", "idempotency_quota",
             "register_burst", "rate_limit_clients", "keep_alive_s", "max_connections",
+            "max_header_bytes",
             "max_concurrency",
         )  # fmt: skip
         for name in sizes:

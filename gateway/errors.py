@@ -49,6 +49,7 @@ __all__ = [
     "BadAuthorization",
     "BadSignature",
     "BodyTooLarge",
+    "HeadersTooLarge",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyTooLong",
     "IdempotencyQuotaExceeded",
@@ -141,6 +142,10 @@ class Overloaded(Unavailable):
 
 class RequestTimeout(InvalidArgument):
     code = "request-timeout"
+
+
+class HeadersTooLarge(InvalidArgument):
+    code = "headers-too-large"
 
 
 class MalformedRequest(InvalidArgument):

@@ -11,6 +11,8 @@ headers or body, no cap on connections, and answers unparseable requests
   second after ``body_timeout_s`` (:class:`gateway.edge.Edge` answers 408 at
   ``body_timeout_s`` when the app reads it; this closes connections whose body
   nobody reads);
+- a header size cap: a request line and headers longer than ``max_header_bytes``
+  get ``431`` (the parser would read any amount), and the connection closes;
 - a connection cap: past ``max_connections`` open connections, a new one gets
   ``503`` with ``Retry-After`` and is closed;
 - malformed HTTP answered as a ``malformed-request`` problem document.
@@ -29,7 +31,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.errors import MalformedRequest, Overloaded, RequestTimeout
+from gateway.errors import HeadersTooLarge, MalformedRequest, Overloaded, RequestTimeout
 from gateway.problems import MEDIA_TYPE, problem_for
 from gateway.views import dumps
 from runtime import logs
@@ -51,6 +53,7 @@ class ProtocolFactory:
     body_timeout_s: float
     max_connections: int
     retry_after_s: int
+    max_header_bytes: int
 
     def __call__(self, **kwargs: Any) -> GatewayProtocol:
         return GatewayProtocol(limits=self, **kwargs)
@@ -64,6 +67,10 @@ class GatewayProtocol(HttpToolsProtocol):
         self.limits = limits
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._in_head = True
+        """Between a request's first byte (or the connection opening) and its last header."""
+        self._head_bytes = 0
+        """Bytes received while in a request's head."""
 
     # -- connection -------------------------------------------------------------
 
@@ -84,17 +91,37 @@ class GatewayProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
-            super().data_received(data)
+        if self._refused:
+            return
+        if self._in_head:
+            # Before the parser sees it: the head's bytes in this chunk (up to the blank
+            # line, or all of it) must keep the head within the limit, whatever the
+            # chunking (asyncio reads up to 256 KiB at once).
+            end = data.find(b"\r\n\r\n")
+            head = len(data) if end < 0 else end + 4
+            if self._head_bytes + head > self.limits.max_header_bytes:
+                log.info("http_headers_too_large", client=str(self.client))
+                self._reply_and_close(
+                    HeadersTooLarge(
+                        f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
+                    ),
+                    "/",
+                )
+                return
+            self._head_bytes += head
+        super().data_received(data)
 
     # -- parser callbacks -------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if not self._in_head:
+            self._in_head, self._head_bytes = True, 0
         if self._deadline is None:  # a keep-alive request: its clock starts now
             self._arm(self.limits.header_timeout_s, self._headers_late)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm()
         super().on_headers_complete()
         self._arm(self.limits.body_timeout_s + 1.0, self._body_late)

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.errors import (
     BodyTooLarge,
+    HeadersTooLarge,
     IdempotencyKeyInFlight,
     MethodNotAllowed,
     RateLimited,
@@ -47,6 +48,7 @@ STATUS: dict[type[CanistryError], int] = {
     RequestInvalid: 422,
     BodyTooLarge: 413,
     RequestTimeout: 408,
+    HeadersTooLarge: 431,
     MethodNotAllowed: 405,
     Unauthenticated: 401,
     PermissionDenied: 403,
@@ -84,6 +86,7 @@ _TITLES = {
     "rate-limited": "Too many requests",
     "overloaded": "Server overloaded",
     "request-timeout": "Request not received in time",
+    "headers-too-large": "Request headers too large",
     "malformed-request": "Malformed HTTP request",
     "store-full": "Storage full",
 }

@@ -129,6 +129,7 @@ def uvicorn_config(config: GatewayConfig, *, log_level: str = "info") -> uvicorn
 def protocol_factory(config: GatewayConfig) -> ProtocolFactory:
     """The per-connection protocol of uvicorn, with ``config``'s limits."""
     return ProtocolFactory(
+        max_header_bytes=config.max_header_bytes,
         header_timeout_s=config.header_timeout_s,
         body_timeout_s=config.body_timeout_s,
         max_connections=config.max_connections,

@@ -255,11 +255,6 @@ OVERSIZED_HEADERS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway (uvicorn/httptools) sets no limit on header size: 2 MB of headers "
-    "are read and answered 200 instead of 431; gateway/ is another helper's slice",
-)
 @pytest.mark.parametrize("name,headers", OVERSIZED_HEADERS, ids=[n for n, _ in OVERSIZED_HEADERS])
 async def test_oversized_headers_get_431(
     campaign_cluster: Cluster, name: str, headers: dict[str, str]
@@ -290,12 +285,6 @@ async def test_malformed_framing_is_refused_and_the_gateway_lives(
     assert await gateway_worker(campaign_cluster) == worker
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn answers malformed framing with a text/plain 400 'Invalid HTTP request "
-    "received.', not a problem document (and a 200 KB URL gets 400, not 414); gateway/ is "
-    "another helper's slice",
-)
 @pytest.mark.parametrize("name,head", MALFORMED_FRAMING, ids=[n for n, _ in MALFORMED_FRAMING])
 async def test_malformed_framing_gets_a_problem_document(
     campaign_cluster: Cluster, name: str, head: bytes

@@ -19,6 +19,9 @@ def test_config(data_dir: Path, **fields: Any) -> UpConfig:
     fields.setdefault("port", 0)
     fields.setdefault("gateway_workers", 1)
     fields.setdefault("scale_interval_s", 1.0)
+    # Tests register many users from one address; the limit has tests of its own.
+    fields.setdefault("register_rate", 10_000.0)
+    fields.setdefault("register_burst", 100_000)
     return UpConfig(data_dir=data_dir, **fields)
 
 
