@@ -91,7 +91,13 @@ async def _serve(args: argparse.Namespace) -> None:
         server = Server(
             "ceiling-echo",
             config,
-            [ServiceBinding(_CONTENT, lambda s: content_pb2_grpc.add_ContentServicer_to_server(_Echo(), s), _open_rules(_CONTENT))],  # fmt: skip
+            [
+                ServiceBinding(
+                    _CONTENT,
+                    lambda s: content_pb2_grpc.add_ContentServicer_to_server(_Echo(), s),
+                    _open_rules(_CONTENT),
+                )
+            ],  # fmt: skip
         )
         writer = None
     else:
@@ -103,7 +109,13 @@ async def _serve(args: argparse.Namespace) -> None:
         server = Server(
             "ceiling-front",
             config,
-            [ServiceBinding(_SHARD, lambda s: shard_pb2_grpc.add_UserShardServicer_to_server(front, s), _open_rules(_SHARD))],  # fmt: skip
+            [
+                ServiceBinding(
+                    _SHARD,
+                    lambda s: shard_pb2_grpc.add_UserShardServicer_to_server(front, s),
+                    _open_rules(_SHARD),
+                )
+            ],  # fmt: skip
         )
     await server.start()
     Path(args.ready_file).write_text(server.address)
@@ -187,9 +199,10 @@ def run_ceiling(
     *, concurrency: int, submissions: int, seconds: float, group_commit: bool = True
 ) -> dict[str, Any]:
     """Drive the bare chain; its submissions/s, latencies and CPU per 1,000 per role."""
-    with tempfile.TemporaryDirectory(prefix="canistry-ceiling-") as tmp, Chain(
-        Path(tmp), group_commit=group_commit
-    ) as chain:
+    with (
+        tempfile.TemporaryDirectory(prefix="canistry-ceiling-") as tmp,
+        Chain(Path(tmp), group_commit=group_commit) as chain,
+    ):
         users = [(f"ceiling-{i}", chain.address) for i in range(64)]
         meter = Meter(chain.pids)
         load_before = self_cpu_s()

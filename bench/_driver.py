@@ -82,13 +82,19 @@ async def drive_submissions(
     max_submissions: int,
     max_seconds: float,
     tls: TLSConfig | None,
+    idempotency_keys: bool = False,
 ) -> RunResult:
-    """Each worker passes units for its users in turn; stops at the count or the time limit."""
+    """Each worker passes units for its users in turn; stops at the count or the time limit.
+
+    With ``idempotency_keys`` each submission carries a fresh key, as the
+    gateway's do when its client sends one (the shard then keeps its reply).
+    """
     channels = {addr: make_channel(addr, tls) for _, addr in users}
     stubs = {addr: shard_pb2_grpc.UserShardStub(ch) for addr, ch in channels.items()}
     result = RunResult(label, 0, 0, 0, 0.0)
     issued = 0
     deadline = time.monotonic() + max_seconds
+    run_id = uuid.uuid4().hex[:8]
 
     async def worker(w: int) -> None:
         nonlocal issued
@@ -102,7 +108,10 @@ async def drive_submissions(
             try:
                 r = await stubs[addr].SubmitQuiz(
                     shard_pb2.SubmitQuizRequest(
-                        principal=principal, unit_id=unit["id"], answers=ANSWERS[unit["id"]]
+                        principal=principal,
+                        unit_id=unit["id"],
+                        answers=ANSWERS[unit["id"]],
+                        idempotency_key=f"d{run_id}-{i}" if idempotency_keys else "",
                     ),
                     timeout=10,
                 )
