@@ -47,7 +47,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "latency_requests": 300,
         },
         {"concurrency": 16, "requests": 4000, "seconds": 3.0, "users": 10, "latency_requests": 100},
-    ),  # fmt: skip
+    ),
     "spawn_time": ({"reps": 3}, {"reps": 1}),
     "scaling": (
         {
@@ -64,7 +64,7 @@ SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "submissions": 800,
             "seconds": 3.0,
         },
-    ),  # fmt: skip
+    ),
 }
 
 #: The issue's earlier figures (2 cores): content core-s per 1,000 submissions at one shard.
@@ -95,9 +95,15 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         ratio = self.ratio
-        return {"figure": self.figure, "value": self.value, "unit": self.unit,
-                "reference": self.reference, "reference_is": self.reference_is,
-                "ratio": None if ratio is None else round(ratio, 3), "target": self.target}  # fmt: skip
+        return {
+            "figure": self.figure,
+            "value": self.value,
+            "unit": self.unit,
+            "reference": self.reference,
+            "reference_is": self.reference_is,
+            "ratio": None if ratio is None else round(ratio, 3),
+            "target": self.target,
+        }
 
 
 def _num(x: float) -> str:
@@ -115,8 +121,13 @@ def _runners() -> dict[str, Callable[..., dict[str, Any]]]:
     from bench.shard_submit import run_all
     from bench.spawn_time import run_spawn_time
 
-    return {"shard_submit": run_all, "hub_calls": run_hub_calls, "gateway_http": run_gateway_http,
-            "spawn_time": run_spawn_time, "scaling": run_scaling}  # fmt: skip
+    return {
+        "shard_submit": run_all,
+        "hub_calls": run_hub_calls,
+        "gateway_http": run_gateway_http,
+        "spawn_time": run_spawn_time,
+        "scaling": run_scaling,
+    }
 
 
 def rows_of(results: dict[str, dict[str, Any]]) -> list[Row]:
@@ -126,21 +137,50 @@ def rows_of(results: dict[str, dict[str, Any]]) -> list[Row]:
         r = results["shard_submit"]
         g, c = r["group_commit"], r["ceiling"]
         rows += [
-            Row("one shard: submissions/s", g["per_second"], "/s", c["per_second"],
-                "bare chain, same run", ">= 0.8"),
+            Row(
+                "one shard: submissions/s",
+                g["per_second"],
+                "/s",
+                c["per_second"],
+                "bare chain, same run",
+                ">= 0.8",
+            ),
             Row("one shard: p50 latency", g["p50_ms"], "ms", c["p50_ms"], "bare chain"),
             Row("one shard: p99 latency", g["p99_ms"], "ms", c["p99_ms"], "bare chain"),
-            Row("content CPU per 1,000 submissions", g["cpu_per_1000"]["content"], "core-s",
-                CONTENT_CPU_BEFORE, "issue, before batching", "<= 0.2 (0.134 core-s)"),
-            Row("shard CPU per 1,000 submissions", g["cpu_per_1000"]["shard"], "core-s",
-                c["cpu_per_1000"]["front"], "bare chain's A"),
-            Row("load CPU per 1,000 submissions", g["cpu_per_1000"]["load"], "core-s",
-                c["cpu_per_1000"]["load"], "bare chain's load"),
-        ]  # fmt: skip
+            Row(
+                "content CPU per 1,000 submissions",
+                g["cpu_per_1000"]["content"],
+                "core-s",
+                CONTENT_CPU_BEFORE,
+                "issue, before batching",
+                "<= 0.2 (0.134 core-s)",
+            ),
+            Row(
+                "shard CPU per 1,000 submissions",
+                g["cpu_per_1000"]["shard"],
+                "core-s",
+                c["cpu_per_1000"]["front"],
+                "bare chain's A",
+            ),
+            Row(
+                "load CPU per 1,000 submissions",
+                g["cpu_per_1000"]["load"],
+                "core-s",
+                c["cpu_per_1000"]["load"],
+                "bare chain's load",
+            ),
+        ]
         if "per_request_fsync" in r:
             p = r["per_request_fsync"]
-            rows.append(Row("one shard, group commit", g["per_second"], "/s", p["per_second"],
-                            "one fsync each"))  # fmt: skip
+            rows.append(
+                Row(
+                    "one shard, group commit",
+                    g["per_second"],
+                    "/s",
+                    p["per_second"],
+                    "one fsync each",
+                )
+            )
     if "hub_calls" in results:
         h = results["hub_calls"]
         rows.append(Row("hub calls per 1,000 rewarded", h["per_1000_rewarded"], "calls"))
@@ -150,32 +190,63 @@ def rows_of(results: dict[str, dict[str, Any]]) -> list[Row]:
         unit, submit = runs["GET /v1/units/{id} (cached)"], runs["POST submissions (signed)"]
         shard = runs["shard direct (gRPC)"]
         rows += [
-            Row("gateway: cached unit reads", unit["per_second"], "req/s", bare["per_second"],
-                "bare uvicorn", ">= 0.5"),
-            Row("gateway: signed submissions", submit["per_second"], "req/s",
-                shard["per_second"], "shard direct", ">= 0.8"),
-        ]  # fmt: skip
-        for label, name in (("GET /v1/units/{id}, 1 at a time", "unit read"),
-                            ("POST submissions, 1 at a time", "signed submission")):  # fmt: skip
+            Row(
+                "gateway: cached unit reads",
+                unit["per_second"],
+                "req/s",
+                bare["per_second"],
+                "bare uvicorn",
+                ">= 0.5",
+            ),
+            Row(
+                "gateway: signed submissions",
+                submit["per_second"],
+                "req/s",
+                shard["per_second"],
+                "shard direct",
+                ">= 0.8",
+            ),
+        ]
+        for label, name in (
+            ("GET /v1/units/{id}, 1 at a time", "unit read"),
+            ("POST submissions, 1 at a time", "signed submission"),
+        ):
             if label in runs:
                 rows.append(Row(f"gateway: unloaded {name}, p50", runs[label]["p50_ms"], "ms"))
     if "spawn_time" in results:
         s = results["spawn_time"]
         rows += [
             Row("spawn: decision -> serving, cold", s["cold"]["serving_median_ms"], "ms"),
-            Row("spawn: decision -> serving, warm pool", s["warm"]["serving_median_ms"], "ms",
-                s["cold"]["serving_median_ms"], "cold"),
-        ]  # fmt: skip
+            Row(
+                "spawn: decision -> serving, warm pool",
+                s["warm"]["serving_median_ms"],
+                "ms",
+                s["cold"]["serving_median_ms"],
+                "cold",
+            ),
+        ]
     if "scaling" in results:
         steps = results["scaling"]["steps"]
         first = steps[0]["per_second"] if steps else 0.0
         for st in steps:
             n = st["shards"]
-            rows.append(Row(f"scaling: {n} shard(s), submissions/s", st["per_second"], "/s",
-                            first if n != steps[0]["shards"] else None, f"{steps[0]['shards']} shard(s)"))  # fmt: skip
+            rows.append(
+                Row(
+                    f"scaling: {n} shard(s), submissions/s",
+                    st["per_second"],
+                    "/s",
+                    first if n != steps[0]["shards"] else None,
+                    f"{steps[0]['shards']} shard(s)",
+                )
+            )
             c = st["cores"]
-            rows.append(Row(f"scaling: {n} shard(s), cores content/shards/load",
-                            c["content"], f"/ {c['shards']:.2f} / {c['load']:.2f}"))  # fmt: skip
+            rows.append(
+                Row(
+                    f"scaling: {n} shard(s), cores content/shards/load",
+                    c["content"],
+                    f"/ {c['shards']:.2f} / {c['load']:.2f}",
+                )
+            )
     return rows
 
 
@@ -189,12 +260,14 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
     p.add_argument("--only", default=",".join(NAMES), help="benchmarks to run, comma-separated")
-    p.add_argument("--per-request", action="store_true",
-                   help="shard_submit also runs one fsync per submission")  # fmt: skip
+    p.add_argument(
+        "--per-request", action="store_true", help="shard_submit also runs one fsync per submission"
+    )
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = p.parse_args(argv)
     chosen = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -219,8 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"cpu_count": os.cpu_count(), "quick": args.quick, "results": results,
-                   "table": [r.as_dict() for r in rows]}  # fmt: skip
+        payload = {
+            "cpu_count": os.cpu_count(),
+            "quick": args.quick,
+            "results": results,
+            "table": [r.as_dict() for r in rows],
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

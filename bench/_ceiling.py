@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,7 @@ async def _serve(args: argparse.Namespace) -> None:
                     lambda s: content_pb2_grpc.add_ContentServicer_to_server(_Echo(), s),
                     _open_rules(_CONTENT),
                 )
-            ],  # fmt: skip
+            ],
         )
         writer = None
     else:
@@ -115,10 +114,10 @@ async def _serve(args: argparse.Namespace) -> None:
                     lambda s: shard_pb2_grpc.add_UserShardServicer_to_server(front, s),
                     _open_rules(_SHARD),
                 )
-            ],  # fmt: skip
+            ],
         )
     await server.start()
-    Path(args.ready_file).write_text(server.address)
+    await asyncio.to_thread(Path(args.ready_file).write_text, server.address)
     try:
         await stopping.wait()
     finally:
@@ -160,10 +159,21 @@ class Chain:
             peer = ""
             for role in ("echo", "front"):
                 ready = self.root / f"{role}.addr"
-                argv = [sys.executable, "-m", "bench._ceiling", "--serve", role,
-                        "--tls-dir", str(certs[role].cert.parent),
-                        "--ready-file", str(ready), "--peer", peer,
-                        "--data-dir", str(self.root / "lmdb")]  # fmt: skip
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "bench._ceiling",
+                    "--serve",
+                    role,
+                    "--tls-dir",
+                    str(certs[role].cert.parent),
+                    "--ready-file",
+                    str(ready),
+                    "--peer",
+                    peer,
+                    "--data-dir",
+                    str(self.root / "lmdb"),
+                ]
                 if not self.group_commit:
                     argv.append("--per-request")
                 log = open(self.root / f"{role}.log", "ab")
@@ -209,10 +219,14 @@ def run_ceiling(
         meter.start()
         result = asyncio.run(
             drive_submissions(
-                "ceiling", users, concurrency=concurrency, max_submissions=submissions,
-                max_seconds=seconds, tls=chain.client_tls,
+                "ceiling",
+                users,
+                concurrency=concurrency,
+                max_submissions=submissions,
+                max_seconds=seconds,
+                tls=chain.client_tls,
             )
-        )  # fmt: skip
+        )
         used = meter.stop()
         used["load"] = self_cpu_s() - load_before
     summary = result.summary()
@@ -240,11 +254,15 @@ def main() -> None:
             asyncio.run(_serve(args))
         return
     s = run_ceiling(
-        concurrency=args.concurrency, submissions=args.submissions, seconds=args.seconds,
+        concurrency=args.concurrency,
+        submissions=args.submissions,
+        seconds=args.seconds,
         group_commit=not args.per_request,
-    )  # fmt: skip
-    print(f"ceiling: {s['per_second']:8.1f} submissions/s   p50 {s['p50_ms']:6.2f} ms   "
-          f"p99 {s['p99_ms']:7.2f} ms   cpu per 1,000: {s['cpu_per_1000']}")  # fmt: skip
+    )
+    print(
+        f"ceiling: {s['per_second']:8.1f} submissions/s   p50 {s['p50_ms']:6.2f} ms   "
+        f"p99 {s['p99_ms']:7.2f} ms   cpu per 1,000: {s['cpu_per_1000']}"
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,15 @@ def _load(
     go.wait(60)
     before = self_cpu_s()
     r = asyncio.run(drive_submissions("load", users, tls=tls, **bounds))
-    results.put({"submissions": r.submissions, "errors": r.errors, "seconds": r.seconds,
-                 "cpu_s": self_cpu_s() - before, "latencies_ms": r.latencies_ms})  # fmt: skip
+    results.put(
+        {
+            "submissions": r.submissions,
+            "errors": r.errors,
+            "seconds": r.seconds,
+            "cpu_s": self_cpu_s() - before,
+            "latencies_ms": r.latencies_ms,
+        }
+    )
 
 
 def run_step(
@@ -85,11 +92,19 @@ def run_step(
     with tempfile.TemporaryDirectory(prefix="canistry-scaling-") as tmp:
         data = Path(tmp) / "data"
         cluster = Cluster(
-            UpConfig(data_dir=data, port=0, gateway_workers=1, min_shards=shards,
-                     attempt_limit=1_000_000, token_limit=10**12, register_rate=10_000.0,
-                     register_burst=10_000, ready_timeout_s=180.0),
+            UpConfig(
+                data_dir=data,
+                port=0,
+                gateway_workers=1,
+                min_shards=shards,
+                attempt_limit=1_000_000,
+                token_limit=10**12,
+                register_rate=10_000.0,
+                register_burst=10_000,
+                ready_timeout_s=180.0,
+            ),
             out=io.StringIO(),
-        )  # fmt: skip
+        )
         procs: list[Any] = []
         try:
             listed = cluster.boot()[:shards]
@@ -109,8 +124,9 @@ def run_step(
                 p = ctx.Process(target=_load, args=(tls_dir, people, bounds, go, results))
                 p.start()
                 procs.append(p)
-            meter = Meter({"content": cluster_pids(data)["content"],
-                           "shards": cluster_pids(data)["shard"]})  # fmt: skip
+            meter = Meter(
+                {"content": cluster_pids(data)["content"], "shards": cluster_pids(data)["shard"]}
+            )
             # Load processes import grpc before they wait: give them a moment, then go.
             time.sleep(1.0)
             meter.start()
@@ -155,19 +171,29 @@ def run_scaling(
 ) -> dict[str, Any]:
     """Every step of the sweep, printed as it finishes; the multiple of the first step's rate."""
     steps = []
-    print(f"{'shards':>6} {'subm/s':>9} {'x of 1':>7} {'p50 ms':>7} {'p99 ms':>8}   "
-          f"{'cores: content':>14} {'shards':>7} {'load':>6}   content core-s/1,000")  # fmt: skip
+    print(
+        f"{'shards':>6} {'subm/s':>9} {'x of 1':>7} {'p50 ms':>7} {'p99 ms':>8}   "
+        f"{'cores: content':>14} {'shards':>7} {'load':>6}   content core-s/1,000"
+    )
     for n in counts:
-        step = run_step(n, users_per_shard=users_per_shard, concurrency=concurrency,
-                        submissions=submissions, seconds=seconds)  # fmt: skip
+        step = run_step(
+            n,
+            users_per_shard=users_per_shard,
+            concurrency=concurrency,
+            submissions=submissions,
+            seconds=seconds,
+        )
         base = steps[0]["per_second"] if steps else step["per_second"]
         step["x_of_first"] = round(step["per_second"] / base, 2) if base else 0.0
         steps.append(step)
         c = step["cores"]
-        print(f"{n:>6} {step['per_second']:>9.1f} {step['x_of_first']:>7.2f} "
-              f"{step['p50_ms']:>7.2f} {step['p99_ms']:>8.2f}   {c['content']:>14.2f} "
-              f"{c['shards']:>7.2f} {c['load']:>6.2f}   "
-              f"{step['cpu_per_1000']['content']:.3f}", flush=True)  # fmt: skip
+        print(
+            f"{n:>6} {step['per_second']:>9.1f} {step['x_of_first']:>7.2f} "
+            f"{step['p50_ms']:>7.2f} {step['p99_ms']:>8.2f}   {c['content']:>14.2f} "
+            f"{c['shards']:>7.2f} {c['load']:>6.2f}   "
+            f"{step['cpu_per_1000']['content']:.3f}",
+            flush=True,
+        )
     return {"steps": steps, "concurrency_per_shard": concurrency, "cpu_count": mp.cpu_count()}
 
 
@@ -183,8 +209,13 @@ def main() -> None:
     counts = [int(x) for x in args.shards.split(",") if x.strip()]
     if not counts or min(counts) < 1 or max(counts) > 32:
         p.error("--shards takes counts from 1 to 32")
-    out = run_scaling(counts, users_per_shard=args.users, concurrency=args.concurrency,
-                      submissions=args.submissions, seconds=args.seconds)  # fmt: skip
+    out = run_scaling(
+        counts,
+        users_per_shard=args.users,
+        concurrency=args.concurrency,
+        submissions=args.submissions,
+        seconds=args.seconds,
+    )
     write_json(args.json, out)
 
 

@@ -30,7 +30,7 @@ from bench._cpu import Meter, cluster_pids, per_1000, self_cpu_s
 from bench._driver import base_parser, drive_submissions, register_users, write_json
 from canistry.up import Cluster, UpConfig
 
-__all__ = ["run_cluster", "run_all"]
+__all__ = ["run_all", "run_cluster"]
 
 
 def run_cluster(
@@ -41,10 +41,16 @@ def run_cluster(
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
         data = Path(tmp) / "data"
         cluster = Cluster(
-            UpConfig(data_dir=data, attempt_limit=1_000_000, token_limit=10**12,
-                     shard_group_commit=group_commit, port=0, gateway_workers=1),
+            UpConfig(
+                data_dir=data,
+                attempt_limit=1_000_000,
+                token_limit=10**12,
+                shard_group_commit=group_commit,
+                port=0,
+                gateway_workers=1,
+            ),
             out=io.StringIO(),
-        )  # fmt: skip
+        )
         try:
             cluster.boot()
             tls = cluster.tls("gateway")
@@ -55,10 +61,14 @@ def run_cluster(
             meter.start()
             result = asyncio.run(
                 drive_submissions(
-                    label, people, concurrency=concurrency, max_submissions=submissions,
-                    max_seconds=seconds, tls=tls,
+                    label,
+                    people,
+                    concurrency=concurrency,
+                    max_submissions=submissions,
+                    max_seconds=seconds,
+                    tls=tls,
                 )
-            )  # fmt: skip
+            )
             used = meter.stop()
             used["load"] = self_cpu_s() - load_before
         finally:
@@ -72,9 +82,11 @@ def run_cluster(
 
 def _line(label: str, s: dict[str, Any]) -> str:
     cpu = "  ".join(f"{k} {v:.3f}" for k, v in s["cpu_per_1000"].items())
-    return (f"{label:>22}: {s['per_second']:8.1f} submissions/s   p50 {s['p50_ms']:6.2f} ms   "
-            f"p99 {s['p99_ms']:7.2f} ms   ({s['submissions']} ok, {s['errors']} errors, "
-            f"{s['seconds']:.1f}s)   core-s per 1,000: {cpu}")  # fmt: skip
+    return (
+        f"{label:>22}: {s['per_second']:8.1f} submissions/s   p50 {s['p50_ms']:6.2f} ms   "
+        f"p99 {s['p99_ms']:7.2f} ms   ({s['submissions']} ok, {s['errors']} errors, "
+        f"{s['seconds']:.1f}s)   core-s per 1,000: {cpu}"
+    )
 
 
 def run_all(
@@ -88,8 +100,12 @@ def run_all(
     print(_line("ceiling (bare chain)", ceiling), flush=True)
     ratio = shard["per_second"] / ceiling["per_second"] if ceiling["per_second"] else 0.0
     print(f"shard / ceiling throughput: {ratio:.2f}", flush=True)
-    out: dict[str, Any] = {"group_commit": shard, "ceiling": ceiling,
-                           "ratio_to_ceiling": round(ratio, 3), "concurrency": concurrency}  # fmt: skip
+    out: dict[str, Any] = {
+        "group_commit": shard,
+        "ceiling": ceiling,
+        "ratio_to_ceiling": round(ratio, 3),
+        "concurrency": concurrency,
+    }
     if per_request:
         slow = run_cluster(group_commit=False, users=users, **bounds)
         print(_line("shard (fsync each)", slow), flush=True)
@@ -107,9 +123,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     out = run_all(
-        concurrency=args.concurrency, submissions=args.submissions, seconds=args.seconds,
-        users=args.users, per_request=args.per_request,
-    )  # fmt: skip
+        concurrency=args.concurrency,
+        submissions=args.submissions,
+        seconds=args.seconds,
+        users=args.users,
+        per_request=args.per_request,
+    )
     write_json(args.json, out)
 
 
