@@ -35,12 +35,14 @@ def self_cpu_s() -> float:
 
 
 def cluster_pids(data_dir: Path) -> dict[str, list[int]]:
-    """``{"content": [pid], "shard": [pid, ...]}`` from the ``service.pid`` files of a
-    ``canistry up`` data directory (content and every shard that runs now)."""
+    """``{"content": [pid, ...], "shard": [pid, ...]}`` from the pid files of a
+    ``canistry up`` data directory (every content replica and every shard that runs now)."""
     out: dict[str, list[int]] = {"content": [], "shard": []}
-    content = _read_pid(data_dir / "content" / "service.pid")
-    if content:
-        out["content"].append(content)
+    # service.pid, or service-<k>.pid per replica when several content processes serve.
+    for path in sorted((data_dir / "content").glob("service*.pid")):
+        pid = _read_pid(path)
+        if pid:
+            out["content"].append(pid)
     shards = data_dir / "shards"
     if shards.is_dir():
         for d in sorted(shards.iterdir()):

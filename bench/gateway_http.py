@@ -42,9 +42,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from bench._driver import drive_submissions, write_json
+from bench._driver import drive_submissions, up_config, write_json
 from canistry.client import AsyncClient, Identity
-from canistry.up import Cluster, UpConfig
+from canistry.up import Cluster
 from content_service.service import load_sample_pack
 from runtime.net import free_port
 from runtime.tls import TLSConfig
@@ -272,11 +272,7 @@ def run_gateway_http(
     """All the runs on one cluster and one bare app; figures with their ratios, printed."""
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
         root = Path(tmp)
-        cluster = Cluster(
-            UpConfig(data_dir=root / "data", attempt_limit=1_000_000, token_limit=10**12, port=0,
-                     gateway_workers=workers, register_rate=10_000.0, register_burst=10_000),
-            out=io.StringIO(),
-        )  # fmt: skip
+        cluster = Cluster(up_config(root / "data", gateway_workers=workers), out=io.StringIO())
         procs: list[subprocess.Popen[bytes]] = []
         try:
             shards = cluster.boot()

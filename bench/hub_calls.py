@@ -16,8 +16,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._driver import base_parser, drive_submissions, register_users, write_json
-from canistry.up import Cluster, UpConfig
+from bench._driver import base_parser, drive_submissions, register_users, up_config, write_json
+from canistry.up import Cluster
 from protos import introspect_pb2, introspect_pb2_grpc
 from runtime.rpc import make_channel
 from runtime.tls import TLSConfig
@@ -38,11 +38,7 @@ def run_hub_calls(
 ) -> dict[str, Any]:
     """One bounded run of first-time passes; hub allowance calls per 1,000 rewarded, printed."""
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
-        cluster = Cluster(
-            UpConfig(data_dir=Path(tmp) / "data", attempt_limit=1_000_000, token_limit=10**12,
-                     port=0, gateway_workers=1),
-            out=io.StringIO(),
-        )  # fmt: skip
+        cluster = Cluster(up_config(Path(tmp) / "data"), out=io.StringIO())
         try:
             cluster.boot()
             hub = cluster.children["hub"].address

@@ -32,8 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._cpu import Meter, cluster_pids, per_1000, self_cpu_s
-from bench._driver import drive_submissions, write_json
-from canistry.up import Cluster, UpConfig
+from bench._driver import drive_submissions, up_config, write_json
+from canistry.up import Cluster
 from protos import shard_pb2, shard_pb2_grpc
 from runtime.rpc import make_channel
 from runtime.tls import Role, TLSConfig
@@ -92,17 +92,8 @@ def run_step(
     with tempfile.TemporaryDirectory(prefix="canistry-scaling-") as tmp:
         data = Path(tmp) / "data"
         cluster = Cluster(
-            UpConfig(
-                data_dir=data,
-                port=0,
-                gateway_workers=1,
-                min_shards=shards,
-                attempt_limit=1_000_000,
-                token_limit=10**12,
-                register_rate=10_000.0,
-                register_burst=10_000,
-                ready_timeout_s=180.0,
-            ),
+            # max_shards where this checkout has it: the hub must be allowed N shards.
+            up_config(data, min_shards=shards, max_shards=max(64, shards), stall_timeout_s=180.0),
             out=io.StringIO(),
         )
         procs: list[Any] = []

@@ -27,8 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._ceiling import run_ceiling
 from bench._cpu import Meter, cluster_pids, per_1000, self_cpu_s
-from bench._driver import base_parser, drive_submissions, register_users, write_json
-from canistry.up import Cluster, UpConfig
+from bench._driver import (
+    base_parser,
+    drive_submissions,
+    register_users,
+    up_config,
+    write_json,
+)
+from canistry.up import Cluster
 
 __all__ = ["run_all", "run_cluster"]
 
@@ -41,14 +47,7 @@ def run_cluster(
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
         data = Path(tmp) / "data"
         cluster = Cluster(
-            UpConfig(
-                data_dir=data,
-                attempt_limit=1_000_000,
-                token_limit=10**12,
-                shard_group_commit=group_commit,
-                port=0,
-                gateway_workers=1,
-            ),
+            up_config(data, shard_group_commit=group_commit),
             out=io.StringIO(),
         )
         try:

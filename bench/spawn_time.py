@@ -27,8 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._driver import base_parser, write_json
-from canistry.up import Cluster, UpConfig
+from bench._driver import base_parser, up_config, write_json
+from canistry.up import Cluster
 from protos import hub_pb2, hub_pb2_grpc, registry_pb2, registry_pb2_grpc, shard_pb2, shard_pb2_grpc
 from runtime.rpc import make_channel
 from runtime.tls import Role, TLSConfig
@@ -140,10 +140,10 @@ async def _repetitions(cluster: Cluster, reps: int, warm: bool) -> list[dict[str
 def run_mode(reps: int, warm: bool) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
         cluster = Cluster(
-            UpConfig(
-                data_dir=Path(tmp) / "data",
-                port=0,
-                gateway_workers=1,
+            up_config(
+                Path(tmp) / "data",
+                daily_attempt_limit=20,
+                daily_token_limit=1000,
                 soft_limit=SOFT_LIMIT,
                 hard_limit=1000,
                 min_shards=1,
