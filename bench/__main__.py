@@ -213,6 +213,11 @@ def rows_of(results: dict[str, dict[str, Any]]) -> list[Row]:
         ):
             if label in runs:
                 rows.append(Row(f"gateway: unloaded {name}, p50", runs[label]["p50_ms"], "ms"))
+        for run, name in ((unit, "cached unit reads"), (submit, "signed submissions")):
+            if "gateway_cpu_per_1000" in run:
+                rows.append(
+                    Row(f"gateway CPU per 1,000 {name}", run["gateway_cpu_per_1000"], "core-s")
+                )
     if "spawn_time" in results:
         s = results["spawn_time"]
         rows += [

@@ -12,7 +12,14 @@ import resource
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["Meter", "cluster_pids", "per_1000", "proc_cpu_s", "self_cpu_s"]
+__all__ = [
+    "Meter",
+    "cluster_pids",
+    "per_1000",
+    "proc_cpu_s",
+    "process_tree",
+    "self_cpu_s",
+]
 
 _TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
@@ -26,6 +33,20 @@ def proc_cpu_s(pid: int) -> float:
     # The command name (field 2) may hold spaces and parentheses: split after its last ")".
     fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants now (a gateway and its workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        todo.extend(int(k) for k in kids)
+    return out
 
 
 def self_cpu_s() -> float:

@@ -42,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+from bench._cpu import Meter, process_tree
 from bench._driver import drive_submissions, up_config, write_json
 from canistry.client import AsyncClient, Identity
 from canistry.up import Cluster
@@ -74,6 +75,8 @@ class Run:
     errors: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    gateway_cpu_s: float | None = None
+    """CPU seconds the gateway's processes used during the run, where measured."""
 
     def pct(self, p: float) -> float:
         xs = sorted(self.latencies_ms)
@@ -89,6 +92,11 @@ class Run:
             "p50_ms": round(self.pct(50), 2),
             "p99_ms": round(self.pct(99), 2),
             "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0,
+            **(
+                {}
+                if self.gateway_cpu_s is None or not self.ok
+                else {"gateway_cpu_per_1000": round(1000 * self.gateway_cpu_s / self.ok, 4)}
+            ),
         }
 
 
@@ -190,9 +198,18 @@ async def measure(
     seconds: float,
     users: int,
     latency_requests: int,
+    gateway_pids: list[int],
 ) -> list[Run]:
     bounds = {"concurrency": concurrency, "max_requests": requests, "max_seconds": seconds}
     runs = []
+
+    async def metered(label: str, one: Callable[[int], Awaitable[object]], **kw: Any) -> Run:
+        """A run with the gateway's CPU seconds per 1,000 requests."""
+        meter = Meter({"gateway": gateway_pids})
+        meter.start()
+        run = await drive(label, one, **kw)
+        run.gateway_cpu_s = meter.stop()["gateway"]
+        return run
 
     bare = await pool(bare_url, concurrency)
     free = list(bare)
@@ -219,7 +236,7 @@ async def measure(
             free.append(conn)
 
     await unit_get(0)
-    runs.append(await drive("GET /v1/units/{id} (cached)", unit_get, **bounds))
+    runs.append(await metered("GET /v1/units/{id} (cached)", unit_get, **bounds))
 
     # Users register through the typed client; submissions are signed the same way.
     people = []
@@ -242,7 +259,7 @@ async def measure(
         finally:
             free.append(conn)
 
-    runs.append(await drive("POST submissions (signed)", submit, **bounds))
+    runs.append(await metered("POST submissions (signed)", submit, **bounds))
     # The same shard driven directly over gRPC, as the gateway calls it (with keys):
     # what the gateway's own work costs on the submission path.
     direct = await drive_submissions(
@@ -251,12 +268,17 @@ async def measure(
     )  # fmt: skip
     runs.append(Run("shard direct (gRPC)", direct.submissions, direct.errors, direct.seconds,
                     direct.latencies_ms))  # fmt: skip
-    if latency_requests:
-        one = {"concurrency": 1, "max_requests": latency_requests, "max_seconds": seconds}
-        runs.append(await drive("GET /v1/units/{id}, 1 at a time", unit_get, **one))
-        runs.append(await drive("POST submissions, 1 at a time", submit, **one))
     for c in gw:
         c.close()
+    if latency_requests:
+        # New connections: the gateway closed the idle ones while the shard was driven.
+        gw = await pool(gateway_url, 1)
+        free = list(gw)
+        one = {"concurrency": 1, "max_requests": latency_requests, "max_seconds": seconds}
+        runs.append(await metered("GET /v1/units/{id}, 1 at a time", unit_get, **one))
+        runs.append(await metered("POST submissions, 1 at a time", submit, **one))
+        for c in gw:
+            c.close()
     return runs
 
 
@@ -285,6 +307,7 @@ def run_gateway_http(
                     cluster.gateway_url, bare_url, shards[0][1], cluster.tls("gateway"),
                     concurrency=concurrency, requests=requests, seconds=seconds, users=users,
                     latency_requests=latency_requests,
+                    gateway_pids=process_tree(cluster.children["gateway"].proc.pid),
                 )
             )  # fmt: skip
         finally:
@@ -304,6 +327,8 @@ def run_gateway_http(
     )
     for f in figures.values():
         extra = f"x{f['ratio_to_bare']:.2f} of bare"
+        if "gateway_cpu_per_1000" in f:
+            extra += f", gateway {f['gateway_cpu_per_1000']:.3f} core-s per 1,000"
         if "ratio_to_shard" in f:
             extra += f", x{f['ratio_to_shard']:.2f} of the shard direct"
         print(f"{f['label']:>34}: {f['per_second']:8.1f} req/s   p50 {f['p50_ms']:6.2f} ms   "
