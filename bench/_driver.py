@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import time
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from canistry.up import UpConfig
 from content_service.service import load_sample_pack
 from protos import registry_pb2, registry_pb2_grpc, shard_pb2, shard_pb2_grpc
 from runtime.rpc import make_channel
@@ -82,13 +84,19 @@ async def drive_submissions(
     max_submissions: int,
     max_seconds: float,
     tls: TLSConfig | None,
+    idempotency_keys: bool = False,
 ) -> RunResult:
-    """Each worker passes units for its users in turn; stops at the count or the time limit."""
+    """Each worker passes units for its users in turn; stops at the count or the time limit.
+
+    With ``idempotency_keys`` each submission carries a fresh key, as the
+    gateway's do when its client sends one (the shard then keeps its reply).
+    """
     channels = {addr: make_channel(addr, tls) for _, addr in users}
     stubs = {addr: shard_pb2_grpc.UserShardStub(ch) for addr, ch in channels.items()}
     result = RunResult(label, 0, 0, 0, 0.0)
     issued = 0
     deadline = time.monotonic() + max_seconds
+    run_id = uuid.uuid4().hex[:8]
 
     async def worker(w: int) -> None:
         nonlocal issued
@@ -102,7 +110,10 @@ async def drive_submissions(
             try:
                 r = await stubs[addr].SubmitQuiz(
                     shard_pb2.SubmitQuizRequest(
-                        principal=principal, unit_id=unit["id"], answers=ANSWERS[unit["id"]]
+                        principal=principal,
+                        unit_id=unit["id"],
+                        answers=ANSWERS[unit["id"]],
+                        idempotency_key=f"d{run_id}-{i}" if idempotency_keys else "",
                     ),
                     timeout=10,
                 )
@@ -119,6 +130,43 @@ async def drive_submissions(
     for ch in channels.values():
         await ch.close()
     return result
+
+
+#: UpConfig fields that changed names, each with every name it has had.
+_SAME_FIELD = (
+    ("daily_attempt_limit", "attempt_limit"),
+    ("daily_token_limit", "token_limit"),
+    ("stall_timeout_s", "ready_timeout_s"),
+)
+
+
+def up_config(data_dir: Path, **fields: Any) -> UpConfig:
+    """An ``UpConfig`` for a bench cluster, whichever names this checkout gives its fields.
+
+    Fields are given by their newest names; one this ``UpConfig`` knows by an
+    older name is passed by that, and one it does not know at all (a
+    setting older code lacks, like ``content_replicas``) is left out. Bench
+    defaults: any free gateway port, one gateway worker, limits that no run
+    reaches, registrations through the gateway not rate-limited.
+    """
+    known = {f.name for f in dataclasses.fields(UpConfig)}
+    wanted: dict[str, Any] = {
+        "port": 0,
+        "gateway_workers": 1,
+        "daily_attempt_limit": 1_000_000,
+        "daily_token_limit": 10**12,
+        "register_rate": 10_000.0,
+        "register_burst": 10_000,
+        **fields,
+    }
+    for names in _SAME_FIELD:
+        for name in names:
+            if name in wanted and name not in known:
+                value = wanted.pop(name)
+                for alias in names:
+                    if alias in known:
+                        wanted[alias] = value
+    return UpConfig(data_dir=data_dir, **{k: v for k, v in wanted.items() if k in known})
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

@@ -6,15 +6,21 @@ TLS) with the gateway in front, as processes on loopback; load comes from
 this process over keep-alive connections (a minimal HTTP/1.1 driver, so that
 the driver costs far less than the servers; users register through
 ``canistry.client`` and submissions are signed by its ``Identity``), bounded
-by --requests and --seconds per run. Three runs:
+by --requests and --seconds per run. The runs:
 
 - ``bare``: a uvicorn app (same server settings) that returns fixed JSON: the
   ceiling of this HTTP stack on this machine;
 - ``unit``: ``GET /v1/units/{id}``, served from the gateway's content cache;
 - ``submit``: signed ``POST /v1/units/{id}/submissions`` (verify, nonce,
-  route cache, shard with its durable write and its content hop).
+  route cache, shard with its durable write and its content hop);
+- ``shard direct``: the same users' submissions sent to the shard over gRPC
+  with the gateway's certificate and idempotency keys, as the gateway sends
+  them: the rate the gateway's submissions are compared with;
 
-The ratios to ``bare`` say what the gateway's own work costs.
+then, unless ``--latency-requests 0``, unit reads and submissions one at a
+time (unloaded latency). The ratios to ``bare`` and to ``shard direct`` say
+what the gateway's own work costs. Registrations go through the gateway,
+whose per-address registration limit is raised for the run.
 """
 
 from __future__ import annotations
@@ -36,10 +42,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from canistry.children import serve_argv
+from bench._cpu import Meter, process_tree
+from bench._driver import drive_submissions, up_config, write_json
 from canistry.client import AsyncClient, Identity
-from canistry.up import Cluster, UpConfig
+from canistry.up import Cluster
 from content_service.service import load_sample_pack
+from runtime.net import free_port
+from runtime.tls import TLSConfig
 
 UNITS = json.loads(load_sample_pack())["units"]
 ANSWERS = {u["id"]: {q["id"]: q["answer"] for q in u["quiz"]["questions"]} for u in UNITS}
@@ -66,6 +75,8 @@ class Run:
     errors: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    gateway_cpu_s: float | None = None
+    """CPU seconds the gateway's processes used during the run, where measured."""
 
     def pct(self, p: float) -> float:
         xs = sorted(self.latencies_ms)
@@ -81,6 +92,11 @@ class Run:
             "p50_ms": round(self.pct(50), 2),
             "p99_ms": round(self.pct(99), 2),
             "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0,
+            **(
+                {}
+                if self.gateway_cpu_s is None or not self.ok
+                else {"gateway_cpu_per_1000": round(1000 * self.gateway_cpu_s / self.ok, 4)}
+            ),
         }
 
 
@@ -116,17 +132,6 @@ async def drive(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     run.seconds = time.perf_counter() - start
     return run
-
-
-def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        if proc.poll() is not None:
-            raise SystemExit(f"process exited with {proc.returncode}")
-        time.sleep(0.05)
-    raise SystemExit(f"{path} did not appear")
 
 
 async def wait_http(url: str, timeout_s: float = 30) -> None:
@@ -182,12 +187,31 @@ async def pool(url: str, n: int) -> list[Conn]:
     return [await Conn.open(url) for _ in range(n)]
 
 
-async def measure(gateway_url: str, bare_url: str, args: argparse.Namespace) -> list[Run]:
-    bounds = {"concurrency": args.concurrency, "max_requests": args.requests,
-              "max_seconds": args.seconds}  # fmt: skip
+async def measure(
+    gateway_url: str,
+    bare_url: str,
+    shard: str,
+    tls: TLSConfig,
+    *,
+    concurrency: int,
+    requests: int,
+    seconds: float,
+    users: int,
+    latency_requests: int,
+    gateway_pids: list[int],
+) -> list[Run]:
+    bounds = {"concurrency": concurrency, "max_requests": requests, "max_seconds": seconds}
     runs = []
 
-    bare = await pool(bare_url, args.concurrency)
+    async def metered(label: str, one: Callable[[int], Awaitable[object]], **kw: Any) -> Run:
+        """A run with the gateway's CPU seconds per 1,000 requests."""
+        meter = Meter({"gateway": gateway_pids})
+        meter.start()
+        run = await drive(label, one, **kw)
+        run.gateway_cpu_s = meter.stop()["gateway"]
+        return run
+
+    bare = await pool(bare_url, concurrency)
     free = list(bare)
 
     async def bare_get(i: int) -> object:
@@ -201,7 +225,7 @@ async def measure(gateway_url: str, bare_url: str, args: argparse.Namespace) -> 
     for c in bare:
         c.close()
 
-    gw = await pool(gateway_url, args.concurrency)
+    gw = await pool(gateway_url, concurrency)
     free = list(gw)
 
     async def unit_get(i: int) -> object:
@@ -212,19 +236,19 @@ async def measure(gateway_url: str, bare_url: str, args: argparse.Namespace) -> 
             free.append(conn)
 
     await unit_get(0)
-    runs.append(await drive("GET /v1/units/{id} (cached)", unit_get, **bounds))
+    runs.append(await metered("GET /v1/units/{id} (cached)", unit_get, **bounds))
 
     # Users register through the typed client; submissions are signed the same way.
-    users = []
+    people = []
     async with AsyncClient(gateway_url, retry_unavailable_s=30) as api:
-        for n in range(args.users):
+        for n in range(users):
             api.identity = Identity.generate()
             await api.register(f"Bench{n}", f"bench{n}@example.org")
-            users.append(api.identity)
+            people.append(api.identity)
 
     async def submit(i: int) -> object:
-        me = users[i % len(users)]
-        unit = UNITS[(i // len(users)) % len(UNITS)]["id"]
+        me = people[i % len(people)]
+        unit = UNITS[(i // len(people)) % len(UNITS)]["id"]
         body = json.dumps({"answers": ANSWERS[unit]}, separators=(",", ":")).encode()
         path = f"/v1/units/{unit}/submissions"
         auth = me.authorization("POST", path, body)
@@ -235,10 +259,82 @@ async def measure(gateway_url: str, bare_url: str, args: argparse.Namespace) -> 
         finally:
             free.append(conn)
 
-    runs.append(await drive("POST submissions (signed)", submit, **bounds))
+    runs.append(await metered("POST submissions (signed)", submit, **bounds))
+    # The same shard driven directly over gRPC, as the gateway calls it (with keys):
+    # what the gateway's own work costs on the submission path.
+    direct = await drive_submissions(
+        "shard direct", [(me.principal, shard) for me in people], concurrency=concurrency,
+        max_submissions=requests, max_seconds=seconds, tls=tls, idempotency_keys=True,
+    )  # fmt: skip
+    runs.append(Run("shard direct (gRPC)", direct.submissions, direct.errors, direct.seconds,
+                    direct.latencies_ms))  # fmt: skip
     for c in gw:
         c.close()
+    if latency_requests:
+        # New connections: the gateway closed the idle ones while the shard was driven.
+        gw = await pool(gateway_url, 1)
+        free = list(gw)
+        one = {"concurrency": 1, "max_requests": latency_requests, "max_seconds": seconds}
+        runs.append(await metered("GET /v1/units/{id}, 1 at a time", unit_get, **one))
+        runs.append(await metered("POST submissions, 1 at a time", submit, **one))
+        for c in gw:
+            c.close()
     return runs
+
+
+def run_gateway_http(
+    *,
+    concurrency: int = 32,
+    requests: int = 20000,
+    seconds: float = 10.0,
+    users: int = 50,
+    workers: int = 1,
+    latency_requests: int = 300,
+) -> dict[str, Any]:
+    """All the runs on one cluster and one bare app; figures with their ratios, printed."""
+    with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
+        root = Path(tmp)
+        cluster = Cluster(up_config(root / "data", gateway_workers=workers), out=io.StringIO())
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            shards = cluster.boot()
+            bare_port = free_port()
+            procs.append(subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)]))
+            bare_url = f"http://127.0.0.1:{bare_port}"
+            asyncio.run(wait_http(bare_url))
+            runs = asyncio.run(
+                measure(
+                    cluster.gateway_url, bare_url, shards[0][1], cluster.tls("gateway"),
+                    concurrency=concurrency, requests=requests, seconds=seconds, users=users,
+                    latency_requests=latency_requests,
+                    gateway_pids=process_tree(cluster.children["gateway"].proc.pid),
+                )
+            )  # fmt: skip
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
+            cluster.stop()
+            cluster.close()
+
+    figures = {r.label: r.summary() for r in runs}
+    bare = figures["bare uvicorn, fixed JSON"]["per_second"] or 1.0
+    shard = figures["shard direct (gRPC)"]["per_second"] or 1.0
+    for f in figures.values():
+        f["ratio_to_bare"] = round(f["per_second"] / bare, 3)
+    figures["POST submissions (signed)"]["ratio_to_shard"] = round(
+        figures["POST submissions (signed)"]["per_second"] / shard, 3
+    )
+    for f in figures.values():
+        extra = f"x{f['ratio_to_bare']:.2f} of bare"
+        if "gateway_cpu_per_1000" in f:
+            extra += f", gateway {f['gateway_cpu_per_1000']:.3f} core-s per 1,000"
+        if "ratio_to_shard" in f:
+            extra += f", x{f['ratio_to_shard']:.2f} of the shard direct"
+        print(f"{f['label']:>34}: {f['per_second']:8.1f} req/s   p50 {f['p50_ms']:6.2f} ms   "
+              f"p99 {f['p99_ms']:7.2f} ms   ({f['requests']} ok, {f['errors']} errors, "
+              f"{f['seconds']:.1f}s)   {extra}", flush=True)  # fmt: skip
+    return {"concurrency": concurrency, "gateway_workers": workers, "runs": list(figures.values())}
 
 
 def main() -> None:
@@ -249,56 +345,14 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="time bound per run")
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    p.add_argument("--latency-requests", type=int, default=300,
+                   help="requests of the unloaded (concurrency 1) runs; 0 skips them")  # fmt: skip
     args = p.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
-        root = Path(tmp)
-        cluster = Cluster(
-            UpConfig(data_dir=root / "data", attempt_limit=1_000_000, token_limit=10**12, port=0),
-            out=io.StringIO(),
-        )
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            cluster.boot()
-            addr = {n: c.address for n, c in cluster.children.items()}
-            ready = root / "gateway.addr"
-            log = open(root / "gateway.log", "ab")
-            procs.append(subprocess.Popen(
-                [*serve_argv("gateway"), "--data-dir", str(root / "gateway"),
-                 "--port", "0", "--ready-file", str(ready), "--workers", str(args.workers),
-                 "--log-level", "warning", "--tls-dir", str(cluster.layout.tls_dir("gateway")),
-                 "--registry", addr["registry"], "--content", addr["content"],
-                 "--hub", addr["hub"]],
-                stdout=log, stderr=log,
-            ))  # fmt: skip
-            gateway_url = "http://" + wait_file(ready, procs[-1])
-            from runtime.net import free_port
-
-            bare_port = free_port()
-            procs.append(subprocess.Popen([sys.executable, "-c", BARE_APP, str(bare_port)]))
-            bare_url = f"http://127.0.0.1:{bare_port}"
-            asyncio.run(wait_http(bare_url))
-            runs = asyncio.run(measure(gateway_url, bare_url, args))
-        finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(10)
-            cluster.stop()
-            cluster.close()
-
-    figures = [r.summary() for r in runs]
-    bare = figures[0]["per_second"] or 1.0
-    for f in figures:
-        f["ratio_to_bare"] = round(f["per_second"] / bare, 3)
-        print(f"{f['label']:>30}: {f['per_second']:8.1f} req/s   p50 {f['p50_ms']:6.2f} ms   "
-              f"p99 {f['p99_ms']:7.2f} ms   ({f['requests']} ok, {f['errors']} errors, "
-              f"{f['seconds']:.1f}s)   x{f['ratio_to_bare']:.2f} of bare")  # fmt: skip
-    if args.json is not None:
-        payload = {"concurrency": args.concurrency, "gateway_workers": args.workers,
-                   "runs": figures}  # fmt: skip
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    out = run_gateway_http(
+        concurrency=args.concurrency, requests=args.requests, seconds=args.seconds,
+        users=args.users, workers=args.workers, latency_requests=args.latency_requests,
+    )  # fmt: skip
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

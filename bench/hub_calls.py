@@ -12,11 +12,12 @@ import io
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._driver import base_parser, drive_submissions, register_users, write_json
-from canistry.up import Cluster, UpConfig
+from bench._driver import base_parser, drive_submissions, register_users, up_config, write_json
+from canistry.up import Cluster
 from protos import introspect_pb2, introspect_pb2_grpc
 from runtime.rpc import make_channel
 from runtime.tls import TLSConfig
@@ -32,17 +33,12 @@ async def hub_calls(hub: str, tls: TLSConfig) -> int:
     return int(c.calls.get(METHOD, 0))
 
 
-def main() -> None:
-    parser = base_parser(__doc__ or "")
-    parser.set_defaults(submissions=10_000, seconds=60.0, users=400)
-    args = parser.parse_args()
+def run_hub_calls(
+    *, concurrency: int = 32, submissions: int = 10_000, seconds: float = 60.0, users: int = 400
+) -> dict[str, Any]:
+    """One bounded run of first-time passes; hub allowance calls per 1,000 rewarded, printed."""
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
-        cluster = Cluster(
-            UpConfig(
-                data_dir=Path(tmp) / "data", attempt_limit=1_000_000, token_limit=10**12, port=0
-            ),
-            out=io.StringIO(),
-        )
+        cluster = Cluster(up_config(Path(tmp) / "data"), out=io.StringIO())
         try:
             cluster.boot()
             hub = cluster.children["hub"].address
@@ -50,11 +46,11 @@ def main() -> None:
 
             async def go():  # type: ignore[no-untyped-def]
                 registry = cluster.children["registry"].address
-                users = await register_users(registry, args.users, tls)
+                people = await register_users(registry, users, tls)
                 before = await hub_calls(hub, tls)
                 result = await drive_submissions(
-                    "rewarded", users, concurrency=args.concurrency,
-                    max_submissions=args.submissions, max_seconds=args.seconds, tls=tls,
+                    "rewarded", people, concurrency=concurrency,
+                    max_submissions=submissions, max_seconds=seconds, tls=tls,
                 )  # fmt: skip
                 return before, result, await hub_calls(hub, tls)
 
@@ -68,10 +64,19 @@ def main() -> None:
     print(f"rewarded submissions: {result.rewarded} in {result.seconds:.1f}s")
     print(f"hub allowance calls during the run: {during}  ({per_1000:.3f} per 1,000 rewarded)")
     print(f"including the shard's first grant: {after}  ({per_1000_all:.3f} per 1,000 rewarded)")
-    write_json(args.json, {"rewarded": result.rewarded, "hub_calls_during": during,
-                           "hub_calls_total": after, "per_1000_rewarded": round(per_1000, 4),
-                           "per_1000_rewarded_incl_first": round(per_1000_all, 4),
-                           "seconds": round(result.seconds, 1)})  # fmt: skip
+    return {"rewarded": result.rewarded, "hub_calls_during": during,
+            "hub_calls_total": after, "per_1000_rewarded": round(per_1000, 4),
+            "per_1000_rewarded_incl_first": round(per_1000_all, 4),
+            "seconds": round(result.seconds, 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "")
+    parser.set_defaults(submissions=10_000, seconds=60.0, users=400)
+    args = parser.parse_args()
+    out = run_hub_calls(concurrency=args.concurrency, submissions=args.submissions,
+                        seconds=args.seconds, users=args.users)  # fmt: skip
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

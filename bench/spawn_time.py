@@ -27,8 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._driver import base_parser, write_json
-from canistry.up import Cluster, UpConfig
+from bench._driver import base_parser, up_config, write_json
+from canistry.up import Cluster
 from protos import hub_pb2, hub_pb2_grpc, registry_pb2, registry_pb2_grpc, shard_pb2, shard_pb2_grpc
 from runtime.rpc import make_channel
 from runtime.tls import Role, TLSConfig
@@ -140,9 +140,10 @@ async def _repetitions(cluster: Cluster, reps: int, warm: bool) -> list[dict[str
 def run_mode(reps: int, warm: bool) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="canistry-bench-") as tmp:
         cluster = Cluster(
-            UpConfig(
-                data_dir=Path(tmp) / "data",
-                port=0,
+            up_config(
+                Path(tmp) / "data",
+                daily_attempt_limit=20,
+                daily_token_limit=1000,
                 soft_limit=SOFT_LIMIT,
                 hard_limit=1000,
                 min_shards=1,
@@ -171,14 +172,12 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--reps", type=int, default=5, help="repetitions per mode")
-    args = parser.parse_args()
-    print(f"cold spawns ({args.reps}):")
-    cold = run_mode(args.reps, warm=False)
-    print(f"warm pool of 1 ({args.reps}):")
-    warm = run_mode(args.reps, warm=True)
+def run_spawn_time(reps: int = 5) -> dict[str, Any]:
+    """Cold spawns against a warm pool of one, ``reps`` each; medians and their ratio, printed."""
+    print(f"cold spawns ({reps}):")
+    cold = run_mode(reps, warm=False)
+    print(f"warm pool of 1 ({reps}):")
+    warm = run_mode(reps, warm=True)
     c, w = _summary(cold), _summary(warm)
     ratio = c["serving_median_ms"] / w["serving_median_ms"] if w["serving_median_ms"] else 0.0
     print()
@@ -190,11 +189,15 @@ def main() -> None:
             f"{s['registered_median_ms']:>12.1f}"
         )
     print(f"a warm shard serves {ratio:.0f}x sooner after the decision than a cold one")
-    write_json(
-        args.json,
-        {"reps": args.reps, "cold": c, "warm": w, "ratio_median_serving": round(ratio, 1),
-         "cold_runs": cold, "warm_runs": warm},
-    )  # fmt: skip
+    return {"reps": reps, "cold": c, "warm": w, "ratio_median_serving": round(ratio, 1),
+            "cold_runs": cold, "warm_runs": warm}  # fmt: skip
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per mode")
+    args = parser.parse_args()
+    write_json(args.json, run_spawn_time(args.reps))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,12 @@ from gateway.caches import CachedBody, etag_matches
 from gateway.config import GatewayConfig
 from gateway.core import Caller, Gateway, Reply, wall_clock_ms
 from gateway.edge import Edge, install_handlers
+from gateway.fast_routes import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_IF_NONE_MATCH,
+    install_fast_routes,
+    signed_path,
+)
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gateway.idempotency import MAX_KEY as MAX_IDEMPOTENCY_KEY
 from gateway.problems import MEDIA_TYPE
@@ -44,13 +50,13 @@ IdempotencyKey = Annotated[
     Header(
         alias=IDEMPOTENCY_HEADER,
         min_length=1,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         # Documented, but checked by idempotency.check_key: a 400 that names the limit.
         json_schema_extra={"maxLength": MAX_IDEMPOTENCY_KEY},
         description="replays within 24 h return the first reply and change nothing",
     ),
 ]
-IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=1024)]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match", max_length=MAX_IF_NONE_MATCH)]
 UnitId = Annotated[str, Path(pattern=models.SLUG_PATTERN)]
 
 
@@ -93,19 +99,11 @@ def _gateway(request: Request) -> Gateway:
     return gw
 
 
-def _signed_path(request: Request) -> str:
-    """The path and query exactly as the client sent them, which is what it signed."""
-    raw = request.scope.get("raw_path") or request.scope["path"].encode()
-    query = request.scope.get("query_string", b"")
-    text: str = raw.decode("latin-1")
-    return text + "?" + query.decode("latin-1") if query else text
-
-
 async def signed(
     request: Request, authorization: Annotated[str | None, Security(_authorization)] = None
 ) -> Signed:
     body = await request.body()
-    path = _signed_path(request)
+    path = signed_path(request.scope)
     caller = await _gateway(request).authenticate(
         method=request.method, path=path, body=body, authorization=authorization
     )
@@ -142,8 +140,13 @@ def create_app(
     *,
     on_ready: Callable[[], None] | None = None,
     clock_ms: Callable[[], int] = wall_clock_ms,
+    fast_paths: bool = True,
 ) -> FastAPI:
-    """The gateway app; its lifespan starts and stops one :class:`Gateway`."""
+    """The gateway app; its lifespan starts and stops one :class:`Gateway`.
+
+    ``fast_paths`` puts :mod:`gateway.fast_routes` in front of the unit read and
+    the submission routes; off, only the FastAPI routes serve (tests compare both).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -321,4 +324,6 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if fast_paths:
+        install_fast_routes(app)
     return app

@@ -12,10 +12,10 @@ import collections
 import hashlib
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["CachedBody", "TtlCache", "body_etag", "etag_matches"]
+__all__ = ["CachedBody", "RawHeaders", "TtlCache", "body_etag", "etag_matches"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -63,12 +63,42 @@ class TtlCache(Generic[K, V]):
         return len(self._entries)
 
 
+#: ASGI response headers, encoded once.
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+
+
 @dataclass(frozen=True)
 class CachedBody:
-    """A JSON body as sent, with its strong ETag."""
+    """A JSON body as sent, with its strong ETag and its response headers, encoded once.
+
+    One is built per unit version (or unit page) and served to every reader
+    until it expires, so a cached read does no encoding of its own: the
+    headers are those a Starlette ``Response(body, media_type=
+    "application/json", headers={"ETag": ..., "Cache-Control": ...})`` sends,
+    in its order.
+    """
 
     body: bytes
     etag: str
+    max_age_s: int = 0
+    """``Cache-Control: public, max-age=`` this."""
+    ok_headers: RawHeaders = field(init=False, repr=False, compare=False)
+    """The headers of a 200 with :attr:`body`."""
+    not_modified_headers: RawHeaders = field(init=False, repr=False, compare=False)
+    """The headers of a 304 (no body, so no length or type)."""
+
+    def __post_init__(self) -> None:
+        validators = (
+            (b"etag", self.etag.encode("latin-1")),
+            (b"cache-control", f"public, max-age={self.max_age_s}".encode("latin-1")),
+        )
+        full = (
+            *validators,
+            (b"content-length", str(len(self.body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        )
+        object.__setattr__(self, "not_modified_headers", validators)
+        object.__setattr__(self, "ok_headers", full)
 
 
 def body_etag(body: bytes) -> str:

@@ -75,6 +75,8 @@ class Gateway(Lifecycle):
             config.content_cache_ttl_s, config.content_cache_size
         )
         self._cluster: TtlCache[str, bytes] = TtlCache(config.cluster_cache_ttl_s, 1)
+        # Bound here, in the worker: a cached read should not look its counter up each time.
+        self._unit_hits = metrics.CACHE.labels("unit", "hit")
         # In this worker's memory only: see gateway.ratelimit.
         self.registrations = TokenBuckets(
             config.register_rate, config.register_burst, max_clients=config.rate_limit_clients
@@ -273,16 +275,24 @@ class Gateway(Lifecycle):
 
     # -- content ----------------------------------------------------------------
 
-    async def unit(self, unit_id: str) -> CachedBody:
+    def cached_unit(self, unit_id: str) -> CachedBody | None:
+        """The unit's cached body if this worker holds a fresh one (a hit is counted)."""
         cached = self.units.get(unit_id)
         if cached is not None:
-            metrics.CACHE.labels("unit", "hit").inc()
+            self._unit_hits.inc()
+        return cached
+
+    async def unit(self, unit_id: str) -> CachedBody:
+        cached = self.cached_unit(unit_id)
+        if cached is not None:
             return cached
         metrics.CACHE.labels("unit", "miss").inc()
         unit = await self.upstream.get_unit(unit_id)
         # The digest covers the answer key too, so any change to the unit changes the ETag.
         entry = CachedBody(
-            views.dumps(views.unit_view(unit)), f'"{unit.digest[:32]}-{unit.version}"'
+            views.dumps(views.unit_view(unit)),
+            f'"{unit.digest[:32]}-{unit.version}"',
+            self.config.content_max_age_s,
         )
         self.units.put(unit_id, entry)
         return entry
@@ -296,7 +306,7 @@ class Gateway(Lifecycle):
         metrics.CACHE.labels("units", "miss").inc()
         page = await self.upstream.list_units(subject, cursor, limit)
         body = views.dumps(views.unit_page_view(page))
-        entry = CachedBody(body, body_etag(body))
+        entry = CachedBody(body, body_etag(body), self.config.content_max_age_s)
         self.pages.put(key, entry)
         return entry
 

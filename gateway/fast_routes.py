@@ -1,0 +1,308 @@
+"""Plain ASGI routes for the two hot paths, in front of their documented FastAPI routes.
+
+``GET /v1/units/{unit_id}`` and ``POST /v1/units/{unit_id}/submissions``
+are most of a gateway's traffic. Their FastAPI routes (in
+:mod:`gateway.app`) stay the schema and the reference behaviour; a
+:class:`FastRoute` is matched first and serves the common, valid request
+without FastAPI's per-request work (dependency solving, parameter models,
+a ``Response`` object per request):
+
+- a unit read sends the cached body with the headers its
+  :class:`~gateway.caches.CachedBody` encoded once per unit version, or a
+  304 when ``If-None-Match`` names its ETag;
+- a submission checks its headers and body by the same rules (the same
+  pydantic model on the same ``json.loads``), then authenticates, submits
+  and sends the same bytes.
+
+A cached unit read is shorter still: :class:`_Front`, the app's outermost
+layer, sends a fresh cached unit through the app's own :class:`~gateway.edge.Edge`
+(request id, limits, metrics, log line) and nothing else; everything else
+goes down the whole middleware stack as before.
+
+Anything the fast path is not sure of (a malformed unit id, an over-long
+header, a body that is not a valid JSON submission, an odd content type) is
+handed to the FastAPI route unchanged (for a submission, with the body it
+read replayed), before any side effect such as spending the nonce, so every
+error is the FastAPI route's own. Domain errors raised after that (a bad
+signature, an unknown unit, a shard down) reach the same exception handlers
+as from the FastAPI route. The Edge middleware wraps both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Match, Route
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway import models
+from gateway.caches import RawHeaders, etag_matches
+from gateway.core import Gateway
+from gateway.edge import Edge
+from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+
+__all__ = [
+    "IDEMPOTENCY_KEY_PATTERN",
+    "MAX_IF_NONE_MATCH",
+    "FastRoute",
+    "install_fast_routes",
+    "signed_path",
+]
+
+#: What an ``Idempotency-Key`` may hold (its length limit is checked by idempotency.check_key).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
+#: The longest ``If-None-Match`` accepted (the FastAPI route answers 422 beyond).
+MAX_IF_NONE_MATCH = 1024
+
+_SLUG = re.compile(models.SLUG_PATTERN.removeprefix("^").removesuffix("$"))
+_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN.removeprefix("^").removesuffix("$"))
+_IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode("latin-1")
+_NO_STORE_JSON = ((b"cache-control", b"no-store"),)
+_JSON = (b"content-type", b"application/json")
+
+Handler = Callable[[Scope, Receive, Send, APIRoute], Awaitable[None]]
+
+
+class FastRoute(Route):
+    """A route that matches only what ``fallback`` would fully match, and serves it with
+    ``handler``; the handler passes what it will not serve to ``fallback``."""
+
+    def __init__(self, fallback: APIRoute, handler: Handler) -> None:
+        self.fallback = fallback
+        self.handler = handler
+        super().__init__(
+            fallback.path,
+            endpoint=self._serve,
+            methods=sorted(fallback.methods or ()),
+            name=f"{fallback.name}_fast",
+            include_in_schema=False,
+        )
+        # Route treats a bound method as a request/response endpoint; this one is ASGI.
+        self.app = self._serve
+        # Route adds HEAD to GET; serve exactly the methods the FastAPI route serves.
+        self.methods = set(fallback.methods or ())
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        # Wrong methods are the FastAPI route's to refuse (405 with its Allow header).
+        return (match, child) if match is Match.FULL else (Match.NONE, {})
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope, receive, send, self.fallback)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), as Starlette's ``Headers.get`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _gateway(scope: Scope) -> Gateway:
+    gw: Gateway = scope["app"].state.gateway
+    return gw
+
+
+async def _send(send: Send, status: int, headers: RawHeaders, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _fall_back(scope: Scope, receive: Receive, send: Send, route: APIRoute) -> None:
+    scope["route"] = route
+    await route.handle(scope, receive, send)
+
+
+async def serve_unit(scope: Scope, receive: Receive, send: Send, fallback: APIRoute) -> None:
+    """``GET /v1/units/{unit_id}``: the cached body and validators, or a 304."""
+    unit_id: str = scope["path_params"]["unit_id"]
+    if_none_match = _header(scope, b"if-none-match")
+    if not _SLUG.fullmatch(unit_id) or (
+        if_none_match is not None and len(if_none_match) > MAX_IF_NONE_MATCH
+    ):
+        await _fall_back(scope, receive, send, fallback)
+        return
+    entry = await _gateway(scope).unit(unit_id)
+    if etag_matches(if_none_match, entry.etag):
+        await _send(send, 304, entry.not_modified_headers, b"")
+    else:
+        await _send(send, 200, entry.ok_headers, entry.body)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """``receive`` with ``body`` delivered first again, for the fallback route."""
+    pending = [body]
+
+    async def replay() -> Message:
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json"
+
+
+def _answers(body: bytes) -> dict[str, str] | None:
+    """The answers of a valid submission body, or None if the FastAPI route must judge it."""
+    try:
+        doc = json.loads(body)
+        return models.SubmissionRequest.model_validate(doc).answers
+    except Exception:
+        return None
+
+
+def signed_path(scope: Scope) -> str:
+    """The path and query exactly as the client sent them (what it signed)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    text: str = raw.decode("latin-1")
+    return text + "?" + query.decode("latin-1") if query else text
+
+
+async def serve_submission(scope: Scope, receive: Receive, send: Send, fallback: APIRoute) -> None:
+    """``POST /v1/units/{unit_id}/submissions``: check, authenticate, submit, reply."""
+    body = await _read_body(receive)
+    unit_id: str = scope["path_params"]["unit_id"]
+    key = _header(scope, _IDEMPOTENCY)
+    answers = None
+    if (
+        _SLUG.fullmatch(unit_id)
+        and (key is None or _KEY.fullmatch(key))
+        and _is_json(_header(scope, b"content-type"))
+    ):
+        answers = _answers(body)
+    if answers is None:
+        await _fall_back(scope, _replaying(body, receive), send, fallback)
+        return
+    gw = _gateway(scope)
+    caller = await gw.authenticate(
+        method=scope["method"],
+        path=signed_path(scope),
+        body=body,
+        authorization=_header(scope, b"authorization"),
+    )
+    reply = await gw.submit(caller.principal, unit_id, answers, key)
+    headers = (*_NO_STORE_JSON, (b"content-length", str(len(reply)).encode("latin-1")), _JSON)
+    await _send(send, 200, headers, reply)
+
+
+_UNITS_PREFIX = "/v1/units/"
+#: The scope key by which :class:`_Front` hands a cache hit through the Edge.
+_HIT = "canistry.cached_unit"
+
+
+class _Front:
+    """The app's middleware stack, with cached unit reads taken out in front of it.
+
+    A ``GET /v1/units/{unit_id}`` for a unit this worker holds fresh goes
+    through ``edge`` (the same instance as in ``stack``) straight to
+    :class:`_Behind`, which sends it; anything else goes to ``stack``.
+    """
+
+    def __init__(self, stack: Any, edge: Edge, route: FastRoute) -> None:
+        self.stack = stack
+        self.edge = edge
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = self._hit(scope) if scope["type"] == "http" else None
+        if entry is None:
+            await self.stack(scope, receive, send)
+            return
+        scope[_HIT] = entry
+        scope["route"] = self.route
+        await self.edge(scope, receive, send)
+
+    def _hit(self, scope: Scope) -> Any:
+        path: str = scope["path"]
+        if scope["method"] != "GET" or not path.startswith(_UNITS_PREFIX) or scope.get("root_path"):
+            return None
+        unit_id = path[len(_UNITS_PREFIX) :]
+        if not _SLUG.fullmatch(unit_id):
+            return None
+        gw: Gateway | None = getattr(scope["app"].state, "gateway", None)
+        return None if gw is None else gw.cached_unit(unit_id)
+
+
+class _Behind:
+    """Inside the Edge: sends what :class:`_Front` found, or goes on down the stack."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = scope.pop(_HIT, None)
+        if entry is None:
+            await self.app(scope, receive, send)
+            return
+        if_none_match = _header(scope, b"if-none-match")
+        if if_none_match is not None and len(if_none_match) > MAX_IF_NONE_MATCH:
+            await self.app(scope, receive, send)  # the FastAPI route's 422
+        elif etag_matches(if_none_match, entry.etag):
+            await _send(send, 304, entry.not_modified_headers, b"")
+        else:
+            await _send(send, 200, entry.ok_headers, entry.body)
+
+
+def _edge_in(stack: Any) -> Edge | None:
+    layer = stack
+    while layer is not None:
+        if isinstance(layer, Edge):
+            return layer
+        layer = getattr(layer, "app", None)
+    return None
+
+
+def _find(routes: Iterable[Any], path: str, method: str) -> APIRoute:
+    for route in routes:
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
+            return route
+    raise LookupError(f"no FastAPI route {method} {path} to put a fast path in front of")
+
+
+def install_fast_routes(app: FastAPI) -> None:
+    """Put the fast routes in front of their FastAPI routes, which must be declared already."""
+    fast = [
+        FastRoute(_find(app.router.routes, "/v1/units/{unit_id}", "GET"), serve_unit),
+        FastRoute(
+            _find(app.router.routes, "/v1/units/{unit_id}/submissions", "POST"),
+            serve_submission,
+        ),
+    ]
+    app.router.routes[:0] = fast
+    build = app.build_middleware_stack
+
+    def build_with_front() -> Any:
+        stack = build()
+        edge = _edge_in(stack)
+        if edge is None:  # no Edge to send through: the routes alone serve
+            return stack
+        edge.app = _Behind(edge.app)
+        return _Front(stack, edge, fast[0])
+
+    app.build_middleware_stack = build_with_front  # type: ignore[method-assign]
