@@ -90,15 +90,23 @@ class Upstream:
             config.route_cache_ttl_s, config.route_cache_size
         )
         self._deadline = config.rpc_deadline_s
+        self._shard_stubs: dict[Route, shard_pb2_grpc.UserShardAsyncStub] = {}
 
     async def close(self) -> None:
+        self._shard_stubs.clear()
         await self.channels.close()
 
     def shard(self, route: Route) -> shard_pb2_grpc.UserShardAsyncStub:
-        """A stub whose every call is meant for ``route``'s shard (refused by any other)."""
-        return shard_pb2_grpc.UserShardStub(
-            self.channels.get(route.address, Role.SHARD, route.shard_id)
-        )
+        """A stub whose every call is meant for ``route``'s shard (refused by any other).
+
+        Stubs are kept per route: building one binds a callable per RPC, a cost
+        that every submission paid when it was built per call.
+        """
+        stub = self._shard_stubs.get(route)
+        if stub is None:
+            channel = self.channels.get(route.address, Role.SHARD, route.shard_id)
+            stub = self._shard_stubs[route] = shard_pb2_grpc.UserShardStub(channel)
+        return stub
 
     async def _read(
         self, peer: str, call: Callable[[float], Awaitable[T]], timeout_s: float | None = None
