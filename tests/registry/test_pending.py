@@ -14,6 +14,7 @@ from protos import registry_pb2
 from registry.config import RegistryConfig
 from registry.service import RegistryService
 from runtime.errors import NoCapacity
+from tests.clocks import WallClock
 from tests.user_shard.conftest import Client, shard_config
 from tests.user_shard.fakes import FakeContent, FakeHub
 from user_shard import ShardService
@@ -21,17 +22,6 @@ from user_shard import ShardService
 TIMEOUT_S = 600.0
 FULL = registry_pb2.SHARD_STATE_FULL
 ACTIVE = registry_pb2.SHARD_STATE_ACTIVE
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_ms = 1_800_000_000_000
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-    def pass_timeout(self) -> None:
-        self.now_ms += int(TIMEOUT_S * 1000) + 1
 
 
 @pytest.fixture
@@ -67,7 +57,7 @@ def directory(svc: RegistryService) -> registry_pb2.ShardInfo:
 
 async def test_a_ghost_is_released_and_a_real_user_confirmed(tmp_path: Path, shard) -> None:
     svc, client = shard
-    clock = Clock()
+    clock = WallClock()
     async with RegistryService(registry_config(tmp_path), clock=clock) as reg:
         await reg.registry.register_shard("s1", svc.address)
         await reg.registry.assign("alice")
@@ -83,7 +73,7 @@ async def test_a_ghost_is_released_and_a_real_user_confirmed(tmp_path: Path, sha
         assert (info.users, info.pending) == (2, 1)
         assert reg.store.lookup("ghost") is not None
 
-        clock.pass_timeout()
+        clock.advance(TIMEOUT_S + 0.001)
         await reg.watcher.census_round()
         info = directory(reg)
         assert (info.users, info.pending, info.state) == (1, 0, ACTIVE)
@@ -94,18 +84,18 @@ async def test_a_ghost_is_released_and_a_real_user_confirmed(tmp_path: Path, sha
         assert (await reg.registry.assign("carol")).newly_assigned
 
         # Even much later, a confirmed user keeps its shard.
-        clock.pass_timeout()
+        clock.advance(TIMEOUT_S + 0.001)
         await reg.watcher.census_round()
         assert reg.store.lookup("alice") is not None
 
 
 async def test_a_principal_that_comes_back_renews_its_lease(tmp_path: Path, shard) -> None:
     svc, _client = shard
-    clock = Clock()
+    clock = WallClock()
     async with RegistryService(registry_config(tmp_path), clock=clock) as reg:
         await reg.registry.register_shard("s1", svc.address)
         first = await reg.registry.assign("bob")
-        clock.pass_timeout()
+        clock.advance(TIMEOUT_S + 0.001)
         again = await reg.registry.assign("bob")  # the client retries its registration
         assert (first.newly_assigned, again.newly_assigned, again.shard_id) == (True, False, "s1")
         await reg.watcher.census_round()
@@ -115,12 +105,12 @@ async def test_a_principal_that_comes_back_renews_its_lease(tmp_path: Path, shar
 
 async def test_a_lease_renewed_during_the_census_is_not_released(tmp_path: Path, shard) -> None:
     svc, client = shard
-    clock = Clock()
+    clock = WallClock()
     async with RegistryService(registry_config(tmp_path), clock=clock) as reg:
         await reg.registry.register_shard("s1", svc.address)
         await reg.registry.assign("dave")
         (judged,) = reg.store.pending_on("s1", 10)
-        clock.pass_timeout()
+        clock.advance(TIMEOUT_S + 0.001)
         # Between the census and the release, dave assigns again and creates.
         await reg.registry.assign("dave")
         await client.create("dave")
@@ -134,11 +124,11 @@ async def test_a_lease_renewed_during_the_census_is_not_released(tmp_path: Path,
 
 
 async def test_nothing_is_released_while_the_shard_cannot_answer(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = WallClock()
     async with RegistryService(registry_config(tmp_path), clock=clock) as reg:
         await reg.registry.register_shard("s1", "127.0.0.1:1")  # nobody listens
         await reg.registry.assign("erin")
-        clock.pass_timeout()
+        clock.advance(TIMEOUT_S + 0.001)
         await reg.watcher.census_round()
         assert reg.store.lookup("erin") is not None
         assert (directory(reg).users, directory(reg).pending) == (1, 1)
@@ -152,11 +142,11 @@ async def test_a_census_reaching_another_shard_at_a_stale_address_releases_nothi
     The census names the shard it means, so s1 refuses it, and alice keeps s0.
     """
     svc, _client = shard  # this one is "s1"
-    clock = Clock()
+    clock = WallClock()
     async with RegistryService(registry_config(tmp_path), clock=clock) as reg:
         await reg.registry.register_shard("s0", svc.address)  # stale: s1 listens there now
         await reg.registry.assign("alice")  # her profile is on s0, wherever it is now
-        clock.pass_timeout()
+        clock.advance(TIMEOUT_S + 0.001)
         await reg.watcher.census_round()
         info = directory(reg)
         assert (info.shard_id, info.users, info.pending) == ("s0", 1, 1), "nothing released"

@@ -8,6 +8,7 @@ import pytest
 from protos import shard_pb2
 from runtime.errors import StoreFull
 from runtime.store import Store, StoreConfig, put_msg
+from tests.clocks import WallClock
 from tests.polling import eventually
 from tests.user_shard.conftest import Client, shard_config
 from tests.user_shard.fakes import RIGHT, WRONG, FakeContent, FakeHub
@@ -18,18 +19,10 @@ from user_shard.sweeper import ReplySweeper
 DAY_MS = 24 * 3600 * 1000
 
 
-class Clock:
-    def __init__(self, now_ms: int = 1_800_000_000_000) -> None:
-        self.now_ms = now_ms
-
-    def __call__(self) -> int:
-        return self.now_ms
-
-
 async def test_replies_past_the_retention_are_pruned_and_recent_ones_replay(
     tmp_path: Path, hub: FakeHub, content: FakeContent
 ) -> None:
-    clock = Clock()
+    clock = WallClock()
     cfg = shard_config(
         tmp_path,
         hub,
@@ -113,7 +106,7 @@ class FlakyStore:
 
 async def test_the_sweeper_survives_any_error() -> None:
     store = FlakyStore()
-    sweeper = ReplySweeper(store, retention_ms=DAY_MS, interval_s=0.01, batch=10, clock=Clock())
+    sweeper = ReplySweeper(store, retention_ms=DAY_MS, interval_s=0.01, batch=10, clock=WallClock())
     task = asyncio.create_task(sweeper.run())
     try:
         await eventually(lambda: sweeper.pruned == 1, 10, "a sweep after two failures")
