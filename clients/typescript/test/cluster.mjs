@@ -17,10 +17,11 @@ export function samplePack() {
  * Start `canistry up` and resolve once it prints the gateway's URL.
  * Returns { url, stop }; stop() sends SIGINT (the whole cluster stops) and waits.
  */
-export async function startCluster({ corsOrigins = [], timeoutMs = 120_000 } = {}) {
+export async function startCluster({ corsOrigins = [], extraArgs = [], timeoutMs = 120_000 } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "canistry-ts-"));
   const args = ["-m", "canistry", "up", "--port", "0", "--data-dir", dataDir, "--workers", "1"];
   for (const origin of corsOrigins) args.push("--cors-origin", origin);
+  args.push(...extraArgs);
   const child = spawn(PYTHON, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal)));
