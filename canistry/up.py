@@ -322,6 +322,8 @@ class Cluster:
         child.start()
         child.wait_ready(c.stall_timeout_s)
         self.say(f"  {'gateway':<10} {self.gateway_url}   (log: {child.log_file})")
+        if WEB_APP.is_dir():
+            self.say(f"  {'web app':<10} {self.gateway_url}/app/")
 
     def supervise_once(self, now: float | None = None) -> None:
         """Restart each core service that exited, paced by its :class:`Backoff`."""
