@@ -162,7 +162,8 @@ export class Client {
   }
 
   async #run(call: Call): Promise<Response> {
-    const deadline = Date.now() + this.#options.retryUnavailableMs;
+    const started = Date.now();
+    const deadline = started + this.#options.retryUnavailableMs;
     const keyed = call.headers !== undefined && "Idempotency-Key" in call.headers;
     let failures = 0;
     for (;;) {
@@ -176,9 +177,12 @@ export class Client {
       }
       if ((call.ok ?? [200]).includes(response.status)) return response;
       const error = await ApiError.fromResponse(response);
-      const retryable = error.status === 503 || (error.status === 409 && error.code === "idempotency-key-in-flight");
+      const inFlight = error.status === 409 && error.code === "idempotency-key-in-flight";
+      const retryable = error.status === 503 || inFlight;
       const wait = Math.min(Math.max(error.retryAfter ?? 0, 0.05), 5) * 1000;
-      if (!retryable || error.retryAfter === null || Date.now() + wait > deadline) throw error;
+      // A resend after a network failure may overtake its own first try: wait for that one.
+      const until = inFlight && failures > 0 ? Math.max(deadline, started + IN_FLIGHT_WAIT_MS) : deadline;
+      if (!retryable || error.retryAfter === null || Date.now() + wait > until) throw error;
       await sleep(wait);
     }
   }
@@ -203,6 +207,9 @@ export class Client {
     });
   }
 }
+
+/** How long a resend waits out its own first try still in progress (409 in flight). */
+const IN_FLIGHT_WAIT_MS = 30_000;
 
 function newKey(): string {
   return hex(randomBytes(16));

@@ -118,3 +118,29 @@ test("cluster shows shards and the treasury", async () => {
   assert.ok(view.cap > 0 && view.total_granted <= view.cap);
   assert.ok(view.shards.some((s) => s.users > 0));
 });
+
+test("a resend that overtakes its own first try waits for it and counts once", async () => {
+  const { api: plain } = await newUser("Linus");
+  const identity = await plain.identity();
+  const first = [];
+  const resends = [];
+  let sent = 0;
+  const impatient = async (input, init) => {
+    if (String(input).includes("/submissions") && sent++ === 0) {
+      first.push(fetch(input, init).then((r) => r.status)); // still on its way...
+      throw new TypeError("connection reset"); // ...when the client is told it failed
+    }
+    const response = await fetch(input, init);
+    if (String(input).includes("/submissions")) resends.push(response.status);
+    return response;
+  };
+  const api = new Client(cluster.url, identity, { fetch: impatient, networkRetryDelayMs: 1 });
+  const unit = samplePack()[2];
+  const result = await api.submit(unit.id, answersOf(unit));
+  assert.equal(result.passed, true);
+  assert.equal(await first[0], 200);
+  assert.equal(resends.at(-1), 200, `resends answered ${resends}`);
+  const me = await api.me();
+  assert.equal(me.today.attempts, 1);
+  assert.equal(me.balance.staked + me.balance.pending, unit.reward);
+});

@@ -88,12 +88,16 @@ test("a learner registers, takes a quiz, sees what it earned, and hits the daily
   await page.screenshot({ path: join(ARTIFACTS, "learner.png"), fullPage: true });
 
   // Two more attempts are allowed (--daily-attempt-limit 3); the next is a readable 429.
+  // Opening the same unit again revalidates it: a cross-origin If-None-Match, answered 304.
+  const unitReads = [];
+  page.on("response", (r) => r.url().endsWith(`/v1/units/${second.id}`) && unitReads.push(r.status()));
   await answer(page, second.id, false);
   await page.waitForFunction(() => /Not passed/.test(document.querySelector("#result").textContent));
   await answer(page, second.id, false);
   await page.waitForFunction(() => /Attempts left today: 0/.test(document.querySelector("#result").textContent));
   await answer(page, second.id, true);
   await page.waitForSelector("#message:not(.hidden)");
+  assert.deepEqual(unitReads, [200, 304, 304]);
   assert.match(await page.textContent("#message"), /You have reached today's limit: .*Try again in \d+ (h|min)/);
 
   // A 503 with Retry-After reads as a wait, not as a crash (the gateway's answer is stood
