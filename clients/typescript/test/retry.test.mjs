@@ -52,3 +52,10 @@ test("network failures are resent a bounded number of times, and reads are not r
   await assert.rejects(new Client("http://gw.test", identity, { fetch: read.fetch }).me(), TypeError);
   assert.equal(read.seen.length, 1);
 });
+
+test("the built module is one browser-ready file: no imports, no Node-only APIs", async () => {
+  const { readFileSync } = await import("node:fs");
+  const code = readFileSync(new URL("../dist/index.js", import.meta.url), "utf8");
+  assert.doesNotMatch(code, /^\s*import\s|\bfrom\s*["']|\brequire\(|\bprocess\.|\bBuffer\b/m);
+  for (const name of ["Client", "Identity", "ApiError"]) assert.match(code, new RegExp(`export \\{[^}]*\\b${name}\\b`));
+});
