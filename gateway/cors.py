@@ -16,6 +16,10 @@ cross-origin reply from the page.
   cache never hands one origin's grant to another.
 
 No credentials (cookies) are granted: requests are signed, not cookie-borne.
+The answers :mod:`gateway.http_protocol` writes below the app (a connection
+over ``max_connections``, malformed HTTP, headers too slow) carry no grant:
+no request, so no ``Origin``, has been read when they are written; a page
+sees those as network failures.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ export async function startCluster({ corsOrigins = [], extraArgs = [], timeoutMs
   for (const origin of corsOrigins) args.push("--cors-origin", origin);
   args.push(...extraArgs);
   const child = spawn(PYTHON, args, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  // Should this runner die before its after() hook, the cluster still gets SIGTERM and stops.
+  const orphanGuard = () => child.kill("SIGTERM");
+  process.once("exit", orphanGuard);
   let output = "";
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal)));
   const url = await new Promise((resolve, reject) => {
@@ -43,6 +46,7 @@ export async function startCluster({ corsOrigins = [], extraArgs = [], timeoutMs
     });
   });
   const stop = async () => {
+    process.off("exit", orphanGuard);
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGINT");
       const killer = setTimeout(() => child.kill("SIGKILL"), 30_000);
