@@ -4,6 +4,7 @@ import { ApiError } from "./vendor/canistry-client.js";
 /** `?gateway=URL` when the page is served from elsewhere; else the page's own origin
  * (`canistry up` serves this app at /app/). Nav links keep the parameter. */
 export function gatewayUrl() {
+  document.getElementById("boot")?.remove(); // the modules loaded: the client is there
   const given = new URLSearchParams(location.search).get("gateway");
   for (const link of document.querySelectorAll("header nav a")) {
     if (given) link.href = `${link.getAttribute("href")}?gateway=${encodeURIComponent(given)}`;
