@@ -138,6 +138,8 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.store_map_bytes < 1 << 18:
             raise ValueError("store_map_bytes must be at least 256 KiB")
+        if not isinstance(self.cors_origins, tuple):
+            raise TypeError("cors_origins must be a tuple of origins")
         for origin in self.cors_origins:
             if not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"a CORS origin is scheme://host[:port], got {origin!r}")

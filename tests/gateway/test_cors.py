@@ -103,11 +103,14 @@ def test_origins_are_checked_at_start(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cors_gateway(gw_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    app_dir = tmp_path_factory.mktemp("app")
+    (app_dir / "index.html").write_text("<!doctype html><title>app</title>")
     gw: GatewayProcess = start_gateway(
         gw_cluster,
         tmp_path_factory.mktemp("corsgw"),
-        extra=("--cors-origin", PAGE, "--cors-origin", "http://localhost:5173"),
-    )
+        extra=("--cors-origin", PAGE, "--cors-origin", "http://localhost:5173",
+               "--app-dir", str(app_dir)),
+    )  # fmt: skip
     yield gw.url
     assert gw.stop() == 0
 
@@ -127,3 +130,13 @@ async def test_a_real_gateway_grants_its_flagged_origins(cors_gateway: str) -> N
             "access-control-allow-origin"
             not in (await api.get("/v1/units", headers={"Origin": OTHER})).headers
         )
+
+
+async def test_app_dir_is_served_at_app(cors_gateway: str) -> None:
+    async with httpx.AsyncClient(base_url=cors_gateway, timeout=10) as api:
+        page = await api.get("/app/")
+        assert page.status_code == 200 and "<title>app</title>" in page.text
+        assert (await api.get("/app", follow_redirects=True)).url.path == "/app/"
+        missing = await api.get("/app/nothing.js")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
