@@ -5,7 +5,9 @@ docstring under it. :func:`add_config_flags` turns chosen fields into
 ``argparse`` flags: the flag is the field's name in dashes (a ``_s`` for
 seconds dropped: ``scale_interval_s`` is ``--scale-interval``), its type and
 default are the field's, and its help is the field's docstring followed by
-the default. :func:`config_values` reads the parsed values back by field
+the default. A ``tuple[str, ...]`` field is a repeatable flag named in the
+singular (``cors_origins`` is ``--cors-origin``, given once per value).
+:func:`config_values` reads the parsed values back by field
 name, so nothing is renamed or re-defaulted on the way.
 """
 
@@ -25,11 +27,28 @@ from typing import Any
 __all__ = ["add_config_flags", "config_values", "field_docs", "flag_name"]
 
 _TYPES: Mapping[str, Any] = {"int": int, "float": float, "str": str, "Path": Path}
+#: Tuple fields, which become repeatable flags, and their items' type.
+_REPEATED: Mapping[str, Any] = {"tuple[str,...]": str}
 
 
-def flag_name(field: str) -> str:
-    """``scale_interval_s`` -> ``--scale-interval``."""
-    return "--" + field.removesuffix("_s").replace("_", "-")
+def flag_name(field: str, *, repeatable: bool = False) -> str:
+    """``scale_interval_s`` -> ``--scale-interval``; repeatable ``cors_origins`` ->
+    ``--cors-origin``."""
+    name = "--" + field.removesuffix("_s").replace("_", "-")
+    return name.removesuffix("s") if repeatable else name
+
+
+class _AppendToTuple(argparse.Action):
+    """Each use of the flag adds its value to a tuple (the default, usually empty)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, (*getattr(namespace, self.dest), values))
 
 
 @cache
@@ -80,10 +99,18 @@ def add_config_flags(
     docs = field_docs(cls)
     for name in names:
         field = by_name[name]
-        flag = (flags or {}).get(name, flag_name(name))
         default = _default(field)
         doc = docs.get(name, "")
         kind = str(field.type).replace(" ", "")
+        repeated = _REPEATED.get(kind)
+        flag = (flags or {}).get(name, flag_name(name, repeatable=repeated is not None))
+        if repeated is not None:
+            metavar = (metavars or {}).get(name) or _item_metavar(name)
+            parser.add_argument(
+                flag, dest=name, action=_AppendToTuple, type=repeated, default=tuple(default),
+                metavar=metavar, help=f"{doc} (repeatable; default: none)",
+            )  # fmt: skip
+            continue
         optional = kind.endswith("|None")
         base = kind.removesuffix("|None")
         kwargs: dict[str, Any] = {"dest": name}
@@ -105,6 +132,11 @@ def add_config_flags(
             kwargs["type"] = _TYPES[base]
             kwargs["metavar"] = (metavars or {}).get(name) or _metavar(name, base, optional)
         parser.add_argument(flag, **kwargs)
+
+
+def _item_metavar(name: str) -> str:
+    """``cors_origins`` -> ``ORIGIN``."""
+    return name.removesuffix("s").rpartition("_")[2].upper()
 
 
 def _metavar(name: str, base: str, optional: bool) -> str:

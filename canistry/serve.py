@@ -133,7 +133,8 @@ SHARD_FLAGS = (
 )  # fmt: skip
 GATEWAY_FLAGS = (
     "registry_address", "content_address", "hub_address", "workers", "register_rate",
-    "register_burst", "max_connections", "header_timeout_s", "body_timeout_s",
+    "register_burst", "max_connections", "header_timeout_s", "body_timeout_s", "cors_origins",
+    "app_dir",
 )  # fmt: skip
 #: Peers' addresses keep the short flags operators know.
 _PEERS = {"hub_address": "--hub", "content_address": "--content", "registry_address": "--registry"}

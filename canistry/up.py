@@ -45,6 +45,9 @@ from runtime.tls import ClusterCA, Identity, Role, TLSConfig, TLSError
 
 __all__ = ["UpConfig", "UpError", "run_up"]
 
+#: The sample web app, served at /app/ when this is a checkout (docs/design.md §7).
+WEB_APP = Path(__file__).resolve().parents[1] / "examples" / "web"
+
 
 def default_content_replicas() -> int:
     """One content process per four cores, at least one and at most four."""
@@ -97,6 +100,8 @@ class UpConfig:
     content_replicas: int = field(default_factory=default_content_replicas)
     """Content service processes sharing one port (SO_REUSEPORT) and one LMDB file: many
     readers; every shard's verifications spread over them."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins (scheme://host[:port]) whose pages may call the gateway."""
     stall_timeout_s: float = 60.0
     """Waits for a child to get ready, or for shards to serve, give up only after this long
     without progress (a child writing its log, one more shard serving)."""
@@ -307,12 +312,16 @@ class Cluster:
             "--workers", str(c.gateway_workers),
             "--register-rate", str(c.register_rate), "--register-burst", str(c.register_burst),
             "--registry", addr["registry"], "--content", addr["content"], "--hub", addr["hub"],
+            *(arg for origin in c.cors_origins for arg in ("--cors-origin", origin)),
+            *(("--app-dir", str(WEB_APP)) if WEB_APP.is_dir() else ()),
         )  # fmt: skip
         child = Child("gateway", argv, lay.ready_file("gateway"), lay.log_file("gateway"))
         self.children["gateway"] = child
         child.start()
         child.wait_ready(c.stall_timeout_s)
         self.say(f"  {'gateway':<10} {self.gateway_url}   (log: {child.log_file})")
+        if WEB_APP.is_dir():
+            self.say(f"  {'web app':<10} {self.gateway_url}/app/")
 
     def supervise_once(self, now: float | None = None) -> None:
         """Restart each core service that exited, paced by its :class:`Backoff`."""

@@ -17,11 +17,13 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, Security
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
 
 from gateway import metrics, models
 from gateway.caches import CachedBody, etag_matches
 from gateway.config import GatewayConfig
 from gateway.core import Caller, Gateway, Reply, wall_clock_ms
+from gateway.cors import Cors
 from gateway.edge import Edge, install_handlers
 from gateway.fast_routes import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -176,6 +178,9 @@ def create_app(
         max_concurrency=config.max_concurrency,
         retry_after_s=config.retry_after_s,
     )
+    app.add_middleware(Cors, origins=config.cors_origins)  # outermost: problems get grants too
+    if config.app_dir is not None:
+        app.mount("/app", StaticFiles(directory=config.app_dir, html=True), name="app")
     max_age = config.content_max_age_s
 
     @app.post(

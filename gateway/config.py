@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.tls import TLSConfig
 
 __all__ = ["GatewayConfig", "default_workers"]
+
+#: What a browser sends as ``Origin``: no path, no trailing slash.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\[\]:-]+")
 
 
 def default_workers() -> int:
@@ -98,6 +102,11 @@ class GatewayConfig:
     """Open connections each worker accepts; more are answered 503 and closed."""
     max_concurrency: int = 500
     """Requests in progress in each worker (uvicorn ``limit_concurrency``); 503 beyond."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins (``scheme://host[:port]``) whose pages may call the API; repeat the
+    flag for more. None: a browser lets no other origin's page read a reply."""
+    app_dir: Path | None = None
+    """Static files served at ``/app/`` (the sample web app); none: no ``/app/``."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.data_dir, Path):
@@ -132,5 +141,12 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.store_map_bytes < 1 << 18:
             raise ValueError("store_map_bytes must be at least 256 KiB")
+        if not isinstance(self.cors_origins, tuple):
+            raise TypeError("cors_origins must be a tuple of origins")
+        for origin in self.cors_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"a CORS origin is scheme://host[:port], got {origin!r}")
+        if self.app_dir is not None and not self.app_dir.is_dir():
+            raise ValueError(f"app_dir is not a directory: {self.app_dir}")
         if self.content_max_age_s < 0 or self.retry_after_s < 1 or self.grace_s < 0:
             raise ValueError("content_max_age_s >= 0, retry_after_s >= 1 and grace_s >= 0")
