@@ -15,9 +15,10 @@ a ``Response`` object per request):
   and sends the same bytes.
 
 A cached unit read is shorter still: :class:`_Front`, the app's outermost
-layer, sends a fresh cached unit through the app's own :class:`~gateway.edge.Edge`
-(request id, limits, metrics, log line) and nothing else; everything else
-goes down the whole middleware stack as before.
+layer, sends a fresh cached unit through the layers above the app's own
+:class:`~gateway.edge.Edge` (CORS grants, the error guard) and the Edge
+itself (request id, limits, metrics, log line), and nothing else; everything
+else goes down the whole middleware stack as before.
 
 Anything the fast path is not sure of (a malformed unit id, an over-long
 header, a body that is not a valid JSON submission, an odd content type) is
@@ -30,6 +31,7 @@ as from the FastAPI route. The Edge middleware wraps both alike.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -220,13 +222,15 @@ class _Front:
     """The app's middleware stack, with cached unit reads taken out in front of it.
 
     A ``GET /v1/units/{unit_id}`` for a unit this worker holds fresh goes
-    through ``edge`` (the same instance as in ``stack``) straight to
-    :class:`_Behind`, which sends it; anything else goes to ``stack``.
+    through ``hit``: the layers above the Edge (CORS, the server-error
+    guard), then the Edge itself (the same instance as in ``stack``), then
+    straight to :class:`_Behind`, which sends it; anything else goes to
+    ``stack``.
     """
 
-    def __init__(self, stack: Any, edge: Edge, route: FastRoute) -> None:
+    def __init__(self, stack: Any, hit: Any, route: FastRoute) -> None:
         self.stack = stack
-        self.edge = edge
+        self.hit = hit
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,7 +240,7 @@ class _Front:
             return
         scope[_HIT] = entry
         scope["route"] = self.route
-        await self.edge(scope, receive, send)
+        await self.hit(scope, receive, send)
 
     def _hit(self, scope: Scope) -> Any:
         path: str = scope["path"]
@@ -269,13 +273,26 @@ class _Behind:
             await _send(send, 200, entry.ok_headers, entry.body)
 
 
-def _edge_in(stack: Any) -> Edge | None:
+def _edge_in(stack: Any) -> tuple[list[Any], Edge] | None:
+    """The layers above the stack's Edge (outermost first), and the Edge; None if none."""
+    above: list[Any] = []
     layer = stack
     while layer is not None:
         if isinstance(layer, Edge):
-            return layer
+            return above, layer
+        above.append(layer)
         layer = getattr(layer, "app", None)
     return None
+
+
+def _through(above: list[Any], edge: Edge) -> Any:
+    """Copies of ``above`` chained down to ``edge``: the stack's outer layers, then the Edge."""
+    chain: Any = edge
+    for layer in reversed(above):
+        outer = copy.copy(layer)
+        outer.app = chain
+        chain = outer
+    return chain
 
 
 def _find(routes: Iterable[Any], path: str, method: str) -> APIRoute:
@@ -299,10 +316,11 @@ def install_fast_routes(app: FastAPI) -> None:
 
     def build_with_front() -> Any:
         stack = build()
-        edge = _edge_in(stack)
-        if edge is None:  # no Edge to send through: the routes alone serve
+        found = _edge_in(stack)
+        if found is None:  # no Edge to send through: the routes alone serve
             return stack
+        above, edge = found
         edge.app = _Behind(edge.app)
-        return _Front(stack, edge, fast[0])
+        return _Front(stack, _through(above, edge), fast[0])
 
     app.build_middleware_stack = build_with_front  # type: ignore[method-assign]

@@ -130,6 +130,12 @@ async def test_a_real_gateway_grants_its_flagged_origins(cors_gateway: str) -> N
             "access-control-allow-origin"
             not in (await api.get("/v1/units", headers={"Origin": OTHER})).headers
         )
+        # A unit read served from the worker's cache (its fast path) is granted too.
+        unit_id = units.json()["units"][0]["id"]
+        for _ in range(3):
+            unit = await api.get(f"/v1/units/{unit_id}", headers={"Origin": PAGE})
+            assert unit.status_code == 200
+            assert unit.headers.get("access-control-allow-origin") == PAGE, unit.headers
 
 
 async def test_app_dir_is_served_at_app(cors_gateway: str) -> None:
