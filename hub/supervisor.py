@@ -169,6 +169,9 @@ class Supervisor:
             if not self.pacer.may_start(now):
                 break
             self.pacer.begin(now)
+            # The pacer's own time (monotonic), unlike the line's timestamp, which is
+            # taken whenever the busy host gets round to writing it.
+            log.info("shard_start_begun", shard_id=record.shard_id, at=round(now, 4))
             backoff = self._backoff[record.shard_id]
             first = record.shard_id in self._resume
             self._resume.discard(record.shard_id)
