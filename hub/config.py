@@ -31,8 +31,10 @@ __all__ = [
     "template_version",
 ]
 
-#: Spawner backends this build knows. ``fake`` runs in-process stand-ins (tests).
-SPAWNERS = ("process", "fake")
+#: Spawner backends this build knows. ``fake`` runs in-process stand-ins (tests);
+#: ``docker`` runs each shard as a container (hub/docker_spawner.py, settings from
+#: the environment) and pins the shard image's ID at init.
+SPAWNERS = ("process", "fake", "docker")
 
 #: HubConfig fields fixed at init (addresses are where peers are now, not policy).
 POLICY_FIELDS = (
@@ -67,6 +69,8 @@ def template_version(spawner: str) -> str:
     """What a new shard runs: for ``process``, this package's version."""
     if spawner == "fake":
         return "fake"
+    if spawner == "docker":
+        return "docker:"  # the hub pins the image's ID at init (hub.docker_spawner.pin_image)
     try:
         return f"canistry=={metadata.version('canistry')}"
     except metadata.PackageNotFoundError:
@@ -105,7 +109,8 @@ class HubSettings:
     max_grant: int = 50_000_000
     """The most one allowance request may be granted."""
     spawner: str = "process"
-    """Where shards run: ``process`` (children of this hub) or ``fake`` (tests)."""
+    """Where shards run: ``process`` (children of this hub), ``docker`` (containers) or
+    ``fake`` (tests)."""
     daily_attempt_limit: int = 20
     """Quiz attempts per user per UTC day (handed to shards)."""
     daily_token_limit: int = 1000

@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from hub.config import HubSettings, kept_notes, pause_step
 from hub.core import Hub
+from hub.docker_spawner import DockerSettings, DockerSpawner, make_docker_spawner, pin_image
 from hub.fake_spawner import FakeSpawner
 from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
@@ -86,6 +87,8 @@ class HubService(Lifecycle):
         if moved:
             log.info("shard_dirs_moved", shards=moved, shards_dir=str(settings.shards_dir))
         wanted = settings.init_config()
+        if wanted.spawner == "docker":  # docker spawner: the shard image, pinned by ID at init
+            wanted.template_version = await asyncio.to_thread(pin_image, DockerSettings.from_env())
         self.policy, self.config_differences = await self.store.init_config(wanted)
         if self.config_differences:
             log.warning(
@@ -100,6 +103,8 @@ class HubService(Lifecycle):
         ca = None if settings.ca_dir is None else ClusterCA.load(settings.ca_dir)
         self.registry = RegistryClient(settings.registry_address, tls=tls)
         self.spawner = self._spawner_override or self._make_spawner(policy)
+        if isinstance(self.spawner, DockerSpawner):  # docker spawner: reconcile both ways
+            await self.spawner.reconcile(self.store.shards())
         spawns = Spawns(
             self.store,
             self.spawner,
@@ -183,6 +188,8 @@ class HubService(Lifecycle):
             commit_per_request=policy.shard_commit_per_request,
             tls=self.settings.server.tls is not None,
         )
+        if policy.spawner == "docker":
+            return make_docker_spawner(template, policy, self.settings.server.tls)
         return ProcessSpawner(template)
 
     async def _scheduled_round(self) -> None:
@@ -203,6 +210,8 @@ class HubService(Lifecycle):
         self._tasks = []
         if self.rounds is not None:
             await self.rounds.close()
+        if isinstance(self.spawner, DockerSpawner):  # docker spawner: stop watching
+            await self.spawner.close()
         if self._server is not None:
             await self._server.stop()
         if self.registry is not None:
