@@ -132,9 +132,18 @@ class Compose:
         )
         return out.decode()
 
-    def teardown(self) -> None:
+    def stop_all(self, *down_args: str) -> None:
+        """The README's full stop: the hub first (so it starts nothing), its shards, the rest."""
+        self.run("stop", "--timeout", "10", "hub", check=False)
         self.remove_shards()
-        self.run("down", "--volumes", "--timeout", "5", check=False)
+        self.run("down", "--timeout", "10", *down_args)
+
+    def teardown(self) -> None:
+        try:
+            self.stop_all("--volumes")
+        except subprocess.CalledProcessError:
+            self.remove_shards()
+            self.run("down", "--volumes", "--timeout", "5", check=False)
         for volume in self.engine.volumes.list(
             filters={"label": f"io.canistry.cluster={self.project}"}
         ):
