@@ -501,6 +501,10 @@ class DockerSpawner:
             container.remove(force=True, v=False)
         return tail
 
+    def _health_address(self, record: hub_pb2.ShardRecord, seen: Seen) -> str:
+        """Where the readiness check dials: the shard's address on the network."""
+        return record.address
+
     async def _ready(self, record: hub_pb2.ShardRecord, seen: Seen) -> None:
         """Wait until the shard answers its gRPC health check; fail at once if it exits."""
         loop = asyncio.get_running_loop()
@@ -523,7 +527,7 @@ class DockerSpawner:
                 )
             try:
                 await wait_healthy(
-                    record.address,
+                    self._health_address(record, seen),
                     timeout_s=min(1.0, left),
                     tls=self.tls,
                     server_role=Role.SHARD,
