@@ -194,21 +194,30 @@ class DockerSpawner:
     ) -> None:
         """``image`` is the pinned image ID (from the stored init config); ``tls`` the
         hub's own certificate, for health checks. ``client``: a ``docker.DockerClient``
-        (default: from the environment)."""
-        import docker
-
+        (default: made from the environment in a worker thread, by :meth:`reconcile`:
+        making one asks the engine its API version)."""
         self.settings = settings
         self.template = template
         self.image = image.removeprefix(TEMPLATE_PREFIX)
         self.tls = tls
         self.start_timeout_s = start_timeout_s
-        self.client = client if client is not None else docker.from_env()
+        self._client = client
         self.orphans: list[str] = []
         """Shard ids of labelled containers with no record (reported, never touched)."""
         self._seen: dict[str, Seen] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+
+    @property
+    def client(self) -> Any:
+        """The engine client (made on first use; blocking: use it in worker threads)."""
+        if self._client is None:
+            import docker
+
+            with _engine_errors("reach the Docker engine"):
+                self._client = docker.from_env()
+        return self._client
 
     # ---- names, spec, labels ----
 
@@ -329,7 +338,7 @@ class DockerSpawner:
         spec changed (volume kept: the supervisor recreates them), and reports
         labelled containers without a record as orphans (left alone).
         """
-        await asyncio.to_thread(self._refresh)
+        await asyncio.to_thread(self._refresh)  # makes the client too, off the loop
         by_id = {r.shard_id: r for r in records if r.step != hub_pb2.SPAWN_STEP_ABANDONED}
         with self._lock:
             seen = dict(self._seen)
@@ -376,13 +385,28 @@ class DockerSpawner:
                 log.warning("docker_watch_failed", detail=exc.message)
 
     def _refresh(self) -> None:
-        with _engine_errors("list shard containers"):
-            found = self.client.containers.list(all=True, filters=self._filters())
+        """One list call; a container is inspected only when it is new or changed state."""
+        with self._lock:
+            before = dict(self._seen)
         seen = {}
-        for c in found:
-            shard_id = (c.labels or {}).get(LABEL_SHARD)
-            if shard_id:
-                seen[shard_id] = _seen(c)
+        with _engine_errors("list shard containers"):
+            for row in self.client.api.containers(all=True, filters=self._filters()):
+                labels = row.get("Labels") or {}
+                shard_id = labels.get(LABEL_SHARD)
+                if not shard_id:
+                    continue
+                running = row.get("State") == "running"
+                known = before.get(shard_id)
+                if (
+                    known is not None
+                    and known.container_id == row["Id"]
+                    and known.running == running
+                ):
+                    seen[shard_id] = known
+                    continue
+                with contextlib.suppress(docker_not_found()):
+                    attrs = self.client.api.inspect_container(row["Id"])
+                    seen[shard_id] = _seen_from(attrs)
         with self._lock:
             self._seen = seen
 
@@ -538,14 +562,27 @@ class DockerSpawner:
 
 
 def _seen(container: Any) -> Seen:
-    state = container.attrs.get("State", {})
+    return _seen_from(container.attrs)
+
+
+def _seen_from(attrs: dict[str, Any]) -> Seen:
+    """What a full inspection says about a labelled container."""
+    state = attrs.get("State", {})
+    labels = attrs.get("Config", {}).get("Labels") or {}
     return Seen(
-        container_id=container.id,
-        shard_id=(container.labels or {}).get(LABEL_SHARD, ""),
+        container_id=attrs["Id"],
+        shard_id=labels.get(LABEL_SHARD, ""),
         running=bool(state.get("Running")) and not state.get("Restarting"),
         pid=int(state.get("Pid") or 0),
-        spec=(container.labels or {}).get(LABEL_SPEC, ""),
+        spec=labels.get(LABEL_SPEC, ""),
     )
+
+
+def docker_not_found() -> type[Exception]:
+    """The SDK's NotFound (a container removed between listing and inspecting it)."""
+    import docker.errors
+
+    return docker.errors.NotFound  # type: ignore[no-any-return]
 
 
 def make_docker_spawner(
