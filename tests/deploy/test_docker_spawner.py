@@ -102,7 +102,10 @@ async def test_start_labels_adopts_and_stops(
 ) -> None:
     s = spawner(cluster, engine)
     r = record(s, "shard-0001", tmp_path)
+    began = time.monotonic()
     pid = await s.start(r)
+    # A cold start's share of a spawn: volume, container, start, gRPC health SERVING.
+    print(f"\ndocker spawner cold start to healthy: {time.monotonic() - began:.2f}s")
     c = containers(engine, cluster)["shard-0001"]
     assert pid > 0 and c.status == "running"
     assert c.labels[LABEL_MANAGED_BY] == "canistry-hub"
