@@ -114,10 +114,23 @@ class Compose:
 
     def shards(self) -> dict[str, Any]:
         """shard id -> its container (running or not), by this cluster's labels."""
-        found = self.engine.containers.list(
+        import docker.errors
+
+        rows = self.engine.api.containers(
             all=True, filters={"label": f"io.canistry.cluster={self.project}"}
         )
-        return {c.labels["io.canistry.shard"]: c for c in found}
+        found = {}
+        for row in rows:  # one the hub removes meanwhile is simply not there
+            try:
+                found[row["Labels"]["io.canistry.shard"]] = self.engine.containers.get(row["Id"])
+            except docker.errors.NotFound:
+                pass
+        return found
+
+    def hub_warnings(self) -> str:
+        """The hub's warnings and errors, for a failing assertion's message."""
+        lines = self.container("hub").logs().decode().splitlines()
+        return "\n".join(line for line in lines if '"warning"' in line or '"error"' in line)
 
     def remove_shards(self) -> None:
         for c in self.shards().values():

@@ -105,7 +105,7 @@ async def test_cluster_scales_with_a_shard_container_of_its_own(compose: Compose
         if register(compose) != first:
             break
     shards = {shard for _identity, shard in USERS}
-    assert len(shards) >= 2, f"every user stayed on {first}: {USERS}"
+    assert len(shards) >= 2, f"every user stayed on {first}: {USERS}\n{compose.hub_warnings()}"
     newest = USERS[-1][1]
     container = compose.shards()[newest]
     assert container.labels["io.canistry.managed-by"] == "canistry-hub"
@@ -121,7 +121,7 @@ async def test_cluster_scales_with_a_shard_container_of_its_own(compose: Compose
     records = {r["id"]: r for r in hub_records(compose)}
     cold = [r for r in records.values() if not r["warm"] and r["registered"]]
     warm = [r for r in records.values() if r["warm"] and r["registered"]]
-    assert cold and warm, records
+    assert cold and warm, f"{records}\n{compose.hub_warnings()}"
     FIGURES["cold_decision_to_serving_ms"] = [r["registered"] - r["decided"] for r in cold]
     FIGURES["warm_decision_to_serving_ms"] = [r["registered"] - r["decided"] for r in warm]
 
