@@ -10,7 +10,9 @@ from pathlib import Path
 
 from canistry import __version__
 from canistry.flags import add_config_flags, config_values
+from canistry.init_certs import add_init_certs_parser, run_init_certs
 from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout, operator_tls
+from canistry.probe import add_probe_parser, run_probe
 from canistry.serve import add_serve_parser, run_serve
 from canistry.up import UpConfig
 from runtime.tls import TLSError
@@ -143,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where to write the copy; must not exist")  # fmt: skip
 
     add_serve_parser(sub)
+    add_probe_parser(sub)
+    add_init_certs_parser(sub)
     return parser
 
 
@@ -241,4 +245,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from canistry.backup import run_backup
 
         return run_backup(args.data_dir, args.to)
+    if args.command == "probe":
+        return run_probe(args)
+    if args.command == "init-certs":
+        return run_init_certs(args)
     return run_serve(args)

@@ -25,6 +25,7 @@ from hub.capacity import IN_PROGRESS_STEPS
 from hub.clock import Clock, wall_clock_ms
 from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
 from hub.core import Hub
+from hub.docker_spawner import DockerSettings, DockerSpawner, make_docker_spawner, pin_image
 from hub.grpc_edge import ACCESS, HubServicer
 from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
@@ -112,6 +113,8 @@ class HubService(Lifecycle):
         if self.spawner is not None:  # an injected backend: the init config names it
             wanted.spawner = self.spawner.name
             wanted.template_version = template_version(self.spawner.name)
+        elif wanted.spawner == "docker":  # the shard image, pinned by ID at init
+            wanted.template_version = await asyncio.to_thread(pin_image, DockerSettings.from_env())
         self.policy, self.config_differences = await self.store.init_config(wanted)
         if self.config_differences:
             log.warning(
@@ -127,6 +130,8 @@ class HubService(Lifecycle):
         self.registry = RegistryClient(settings.registry_address, tls=tls)
         if self.spawner is None:
             self.spawner = self._make_spawner(policy)
+        if isinstance(self.spawner, DockerSpawner):  # docker: reconcile both ways at start
+            await self.spawner.reconcile(self.store.shards())
         spawns = Spawns(
             self.store,
             self.spawner,
@@ -206,6 +211,8 @@ class HubService(Lifecycle):
             commit_per_request=self.settings.shard_commit_per_request,
             tls=self.settings.server.tls is not None,
         )
+        if policy.spawner == "docker":
+            return make_docker_spawner(template, policy, self.settings.server.tls)
         return ProcessSpawner(template)
 
     async def _timer(self, interval_s: float) -> None:
@@ -262,6 +269,8 @@ class HubService(Lifecycle):
             await self._tasks.stop()
             if self.rounds is not None:
                 await self.rounds.close()
+            if isinstance(self.spawner, DockerSpawner):  # stop watching the engine
+                await self.spawner.close()
             if self.registry is not None:
                 await self.registry.close()
             await self.store.stop()

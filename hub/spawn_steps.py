@@ -36,7 +36,7 @@ from typing import NoReturn
 from hub import capacity
 from hub.clock import Clock, wall_clock_ms
 from hub.registry_client import RegistryClient
-from hub.spawner import Spawner, shard_tls_dir
+from hub.spawner import PlacingSpawner, Spawner, shard_tls_dir
 from hub.store import HubStore
 from protos import hub_pb2
 from runtime import logs
@@ -228,12 +228,12 @@ class Spawns:
         return record
 
     def _allocation(self, shard_id: str, warm: bool) -> hub_pb2.ShardRecord:
-        port = free_port(self.host)
+        address, port = self._place(shard_id)
         now = self.clock()
         return hub_pb2.ShardRecord(
             shard_id=shard_id,
             step=STEP.SPAWN_STEP_ALLOCATED,
-            address=f"{self.host}:{port}",
+            address=address,
             port=port,
             data_dir=str(self.shards_dir / shard_id),
             created_at_ms=now,
@@ -242,6 +242,14 @@ class Spawns:
             # A cold spawn is decided now; a warm one when it is promoted.
             decided_at_ms=0 if warm else now,
         )
+
+    def _place(self, shard_id: str) -> tuple[str, int]:
+        """Where the new shard will serve: the spawner says if it places shards itself
+        (containers, each reached by its own name), else a free port on ``host``."""
+        if isinstance(self.spawner, PlacingSpawner):
+            return self.spawner.place(shard_id)
+        port = free_port(self.host)
+        return f"{self.host}:{port}", port
 
     async def _advance(
         self, record: hub_pb2.ShardRecord, step: hub_pb2.SpawnStep.ValueType

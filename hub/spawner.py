@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from protos import hub_pb2
 from runtime import logs
@@ -31,6 +31,7 @@ from runtime.files import write_atomically
 from runtime.net import port_is_free
 
 __all__ = [
+    "PlacingSpawner",
     "ProcessSpawner",
     "ShardTemplate",
     "Spawner",
@@ -84,6 +85,15 @@ class Spawner(Protocol):
 
     def port_available(self, port: int) -> bool:
         """Whether a shard could bind ``port`` now."""
+        ...
+
+
+@runtime_checkable
+class PlacingSpawner(Protocol):
+    """A spawner that decides where a new shard serves (containers: by their own name)."""
+
+    def place(self, shard_id: str) -> tuple[str, int]:
+        """The address (host:port) the new shard ``shard_id`` will serve at, and its port."""
         ...
 
 
