@@ -162,11 +162,18 @@ class FakeGateway:
         self.bounced: set[str] = set()
         self.rewards = 0
         self.seen: Counter[str] = Counter()
+        self.cluster_reads = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
         if path == "/healthz":
             return httpx.Response(200, json={"status": "ok"} if self.healthy else {"x": 1})
+        if path == "/v1/cluster":  # read by the run for its shard figures, not load
+            self.cluster_reads += 1
+            shards = [{"id": "shard-0001", "state": "active", "users": len(self.users),
+                       "capacity": 100}]  # fmt: skip
+            return httpx.Response(200, json={"shards": shards, "soft_limit": 90, "cap": 10**6,
+                                             "total_granted": 0, "total_staked": 0})  # fmt: skip
         self.requests += 1
         self.seen[method + " " + re.sub(r"/units/[^/]+", "/units/{id}", path)] += 1
         if path == "/v1/units":

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from canistry.loadtest._config import LoadTestConfig
 from canistry.loadtest._stats import OPS, OpStats, Tally
 
-__all__ = ["build_report", "render_summary"]
+__all__ = ["build_report", "render_cluster", "render_summary"]
 
 
 def build_report(
@@ -48,6 +48,11 @@ def build_report(
             "concurrency": config.concurrency,
             "max_requests": config.max_requests,
             "seed": config.seed,
+            "mix": {
+                "read": config.mix.read,
+                "submit": config.mix.submit,
+                "register": config.mix.register,
+            },
         },
         "workers": workers,
         "users_registered": users_registered,
@@ -73,11 +78,13 @@ def build_report(
         "tokens_earned": tally.tokens_earned,
         "statuses": dict(sorted(tally.statuses.items())),
         "problems": dict(tally.problems.most_common()),
+        "errors_by_type": dict(tally.errors_by_type.most_common()),
     }
 
 
-_HEAD = ("operation", "request", "count", "errors", "429", "req/s", "p50 ms", "p95 ms", "p99 ms")
-_WIDTHS = (15, 36, 9, 7, 6, 9, 9, 9, 9)
+_HEAD = ("operation", "request", "count", "errors", "429", "req/s", "p50 ms", "p90 ms", "p99 ms",
+         "max ms")  # fmt: skip
+_WIDTHS = (15, 34, 9, 7, 6, 9, 9, 9, 9, 9)
 
 
 def _row(cells: tuple[str, ...]) -> str:
@@ -92,8 +99,8 @@ def _figures_row(op: str, f: dict[str, Any]) -> str:
     return _row((
         op, OPS.get(op, "all operations" if op == "load" else ""),
         f"{f['count']:,}", f"{f['errors']:,}", f"{f['limited']:,}",
-        f"{f['per_second']:,.1f}", f"{f['p50_ms']:.1f}", f"{f['p95_ms']:.1f}",
-        f"{f['p99_ms']:.1f}",
+        f"{f['per_second']:,.1f}", f"{f['p50_ms']:.1f}", f"{f['p90_ms']:.1f}",
+        f"{f['p99_ms']:.1f}", f"{f['max_ms']:.1f}",
     ))  # fmt: skip
 
 
@@ -140,3 +147,30 @@ def render_summary(report: dict[str, Any], out: TextIO) -> None:
         print("not ok, by status and problem type:", file=out)
         for kind, n in report["problems"].items():
             print(f"  {n:>9,}  {kind}", file=out)
+    if "cluster" in report:
+        render_cluster(report["cluster"], out)
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def render_cluster(cluster: dict[str, Any], out: TextIO) -> None:
+    """Per-shard figures and the hub's calls, as the cluster counted them."""
+    shards: dict[str, dict[str, Any]] = cluster["shards"]
+    where = {
+        "cluster": "the shards' and hub's own counters",
+        "gateway": "the gateway's /v1/cluster (give --data-dir for the shards' counters)",
+    }.get(cluster["source"], "nothing: the cluster's figures could not be read")
+    print(f"\nshards ({len(shards)}), from {where}:", file=out)
+    print(f"  {'shard':<14}{'state':<9}{'users':>9}{'added':>9}{'capacity':>10}"
+          f"{'submits':>10}{'rewarded':>10}{'hub calls':>10}", file=out)  # fmt: skip
+    for sid, s in shards.items():
+        print(f"  {sid:<14}{s['state']:<9}{_n(s['users']):>9}{_n(s['users_added']):>9}"
+              f"{_n(s['capacity']):>10}{_n(s['submissions']):>10}"
+              f"{_n(s['rewarded_submissions']):>10}{_n(s['hub_calls']):>10}",
+              file=out)  # fmt: skip
+    hub = cluster["hub"]
+    print(f"hub allowance calls during the run {_n(hub['allowance_calls_during'])} "
+          f"({_n(hub['allowance_calls_before'])} before, {_n(hub['allowance_calls_after'])} "
+          "after)", file=out)  # fmt: skip
