@@ -117,9 +117,7 @@ class _Run:
         self.registration_s = await self.phase(shown, [worker(c) for c in clients])
         return sorted(registered, key=lambda u: u.n)
 
-    async def load(
-        self, mix: Mix, clients: list[AsyncClient], users: list[SimUser], reader: ClusterReader
-    ) -> float:
+    async def load(self, mix: Mix, clients: list[AsyncClient], users: list[SimUser]) -> float:
         idle = deque(users)
 
         async def worker(api: AsyncClient) -> None:
@@ -154,18 +152,44 @@ class _Run:
         self.control.deadline = start + self.config.duration_s
         workers = [worker(c) for c in clients[: len(users)]]
         shown = Phase("load", self.config.duration_s, lambda: time.monotonic() - start, "s")
-        return await self.phase(shown, [timer(), self.sample_fill(reader), *workers])
+        return await self.phase(shown, [timer(), *workers])
 
-    async def sample_fill(self, reader: ClusterReader) -> None:
-        """Each shard's users and capacity every ``FILL_INTERVAL_S`` until the run ends."""
+    async def sample_fill(self, reader: ClusterReader, finished: asyncio.Event) -> None:
+        """Each shard's users and capacity every ``FILL_INTERVAL_S`` until ``finished``."""
         interval = min(FILL_INTERVAL_S, self.config.progress_interval_s)
         t0 = self.tally.timeline.t0 or time.monotonic()
         for _ in range(MAX_FILL_SAMPLES):
             self.fill.append((time.monotonic() - t0, await reader.fill()))
-            try:
-                await self.control.pause(interval)
-            except Stopped:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), interval)
+            if finished.is_set():
                 return
+
+    async def registration_and_load(
+        self, mix: Mix, clients: list[AsyncClient], users: list[SimUser], reader: ClusterReader
+    ) -> tuple[list[SimUser], float]:
+        """Register the users, then load as them; the registered users and the load's seconds.
+
+        The shards' fill is sampled all along, the first registration to the end.
+        """
+        self.tally.timeline.start()
+        finished = asyncio.Event()
+        load_s = 0.0
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.sample_fill(reader, finished))
+            try:
+                registered = await self.register_all(mix, clients, users)
+                if registered and not self.control.stop.is_set():
+                    self.say(
+                        f"canistry loadtest: {len(registered):,} users registered; loading for "
+                        f"{self.config.duration_s:g} s with "
+                        f"{min(len(clients), len(registered))} workers"
+                    )
+                    self.tally.timeline.mark("load")
+                    load_s = await self.load(mix, clients, registered)
+            finally:
+                finished.set()
+        return registered, load_s
 
     async def run(self) -> dict[str, Any]:
         config = self.config
@@ -196,18 +220,8 @@ class _Run:
             ]
             mix = Mix(self.driver, book, catalogue, subjects, self.rng, config.mix)
             users = [SimUser(n, Identity.generate()) for n in range(config.users)]
-            self.tally.timeline.start()
             try:
-                registered = await self.register_all(mix, clients, users)
-                load_s = 0.0
-                if registered and not self.control.stop.is_set():
-                    self.say(
-                        f"canistry loadtest: {len(registered):,} users registered; loading for "
-                        f"{config.duration_s:g} s with "
-                        f"{min(len(clients), len(registered))} workers"
-                    )
-                    self.tally.timeline.mark("load")
-                    load_s = await self.load(mix, clients, registered, reader)
+                registered, load_s = await self.registration_and_load(mix, clients, users, reader)
             finally:
                 if self.view is not None:
                     self.view.close()
@@ -315,6 +329,15 @@ def run_loadtest(config: LoadTestConfig, out: TextIO = sys.stdout, err: TextIO =
             config.report.write_text(json.dumps(report, indent=2) + "\n")
         except OSError as exc:
             print(f"canistry loadtest: cannot write the report: {exc}", file=err)
+            status = 1
+    if config.plot is not None:
+        from canistry.loadtest._plot import plot_run
+
+        try:
+            plot_run(report, config.plot)
+            print(f"plot: {config.plot}", file=out)
+        except (OSError, ValueError) as exc:
+            print(f"canistry loadtest: cannot draw the plot: {exc}", file=err)
             status = 1
     if report["users_registered"] == 0:
         print("canistry loadtest: no user could register; nothing was loaded", file=err)

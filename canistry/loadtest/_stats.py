@@ -124,13 +124,17 @@ class Timeline:
         self.errors[second] += error
         self.latencies_ms[second].append(latency_ms)
 
-    def series(self) -> dict[str, list[float]]:
-        """Per second: ``t_s``, ``requests``, ``errors``, ``p50_ms`` and ``p99_ms`` (JSON-ready)."""
-        p50, p99 = [], []
+    def series(self) -> dict[str, list[float | None]]:
+        """Per second: ``t_s``, ``requests``, ``errors``, ``p50_ms`` and ``p99_ms`` (JSON-ready).
+
+        A second in which no request ended has no latency (None), not 0.
+        """
+        p50: list[float | None] = []
+        p99: list[float | None] = []
         for xs in self.latencies_ms:
             ordered = sorted(xs)
-            p50.append(round(percentile(ordered, 50), 2))
-            p99.append(round(percentile(ordered, 99), 2))
+            p50.append(round(percentile(ordered, 50), 2) if ordered else None)
+            p99.append(round(percentile(ordered, 99), 2) if ordered else None)
         return {
             "t_s": [float(i) for i in range(len(self.counts))],
             "requests": [float(n) for n in self.counts],
