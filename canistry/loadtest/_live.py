@@ -104,8 +104,8 @@ class Bar(View):
 
         self.console = Console(file=out, force_terminal=force_terminal, highlight=False)
         self.progress = Progress(
-            TextColumn("{task.description:<12}"),
-            BarColumn(),
+            TextColumn("{task.description:<11}"),
+            BarColumn(bar_width=24),
             TextColumn("{task.fields[where]}"),
             TimeElapsedColumn(),
             TextColumn("{task.fields[stats]}"),
@@ -129,11 +129,17 @@ class Bar(View):
                 rate = (n - last_n) / (now - last_t) if now > last_t else 0.0
                 last_n, last_t = n, now
             done = min(phase.done(), phase.total)
+            shown = (
+                f"{done:,.0f}/{phase.total:,.0f}"
+                if phase.unit == "users"
+                else f"{done:.1f}/{phase.total:g}"
+            )
             self.progress.update(
                 task,
                 completed=done,
-                where=f"{done:,.0f}/{phase.total:,.0f} {phase.unit}",
-                stats=_stats(tally, rate),
+                where=f"{shown} {phase.unit}",
+                stats=f"{tally.requests:,} req {rate:,.0f}/s  {tally.errors:,} err "
+                f"{tally.limited:,}x429",
             )
             self.progress.refresh()
             if not going:

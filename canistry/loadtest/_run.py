@@ -253,11 +253,10 @@ class _Run:
 def _view(config: LoadTestConfig, err: TextIO | None) -> View | None:
     if err is None:
         return None
-    live = config.live
-    if live is None:
-        live = err.isatty()
-    if live:
-        return Bar(err)
+    if config.live is None:
+        return Bar(err) if err.isatty() else Lines(err, config.progress_interval_s)
+    if config.live:  # asked for: drawn as on a terminal, wherever stderr goes
+        return Bar(err, force_terminal=True)
     return Lines(err, config.progress_interval_s)
 
 
