@@ -20,8 +20,9 @@ from canistry.loadtest._stats import Tally
 
 __all__ = ["Bar", "Lines", "Phase", "View"]
 
-#: How often the bar is redrawn.
+#: How often the bar is redrawn, and the most redraws of one phase (a day's worth).
 BAR_REFRESH_S = 0.25
+MAX_REDRAWS = 24 * 3600 * 4
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ class Lines(View):
     async def follow(self, phase: Phase, tally: Tally, finished: asyncio.Event) -> None:
         t0 = last_t = time.monotonic()
         last_n = tally.requests
-        while await _tick(finished, self.interval_s):
+        for _ in range(MAX_REDRAWS):
+            if not await _tick(finished, self.interval_s):
+                return
             now, n = time.monotonic(), tally.requests
             rate = (n - last_n) / (now - last_t) if now > last_t else 0.0
             last_n, last_t = n, now
@@ -122,7 +125,7 @@ class Bar(View):
         task = self.progress.add_task(phase.label, total=phase.total, where="", stats="")
         last_n, last_t = tally.requests, time.monotonic()
         rate = 0.0
-        while True:
+        for _ in range(MAX_REDRAWS):
             going = await _tick(finished, BAR_REFRESH_S)
             now, n = time.monotonic(), tally.requests
             if now - last_t >= 1.0 or not going:
