@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--gateway-workers", type=_positive_int, metavar="N",
                     help="sweep: gateway worker processes of each cluster")  # fmt: skip
     lt.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
-                    help="a live bar, progress lines, or (auto) a bar on a terminal")  # fmt: skip
+                    help="a live bar, progress lines, or a bar on a terminal and lines otherwise "
+                    "(default: auto)")  # fmt: skip
     lt.add_argument("--quiet", action="store_true", help="no progress on stderr")
     lt.add_argument("--seed", type=int, help="seed the mix's random choices")
     lt.add_argument(
