@@ -29,31 +29,37 @@ def plot_run(report: dict[str, Any], path: Path) -> None:
     """Draw one run's report to ``path`` (PNG). Raises OSError if it cannot be written."""
     plt = _pyplot()
     series = report.get("timeline") or {}
-    t = series.get("t_s", [])
+    # Each one-second bucket is drawn at its middle; the last one, cut short by the
+    # end of the run, as a rate over the part of it that ran.
+    t = [x + 0.5 for x in series.get("t_s", [])]
+    requests = list(series.get("requests", []))
+    errors = list(series.get("errors", []))
+    end_s = report.get("registration_s", 0.0) + report.get("load_s", 0.0)
+    if t and 0.1 < end_s - (t[-1] - 0.5) < 1.0:
+        part = end_s - (t[-1] - 0.5)
+        requests[-1], errors[-1] = requests[-1] / part, errors[-1] / part
     fig, (ax_rate, ax_lat, ax_fill) = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
     try:
         fig.suptitle(
             f"canistry loadtest of {report['gateway']}: {report['users_registered']} users, "
             f"{report['load']['per_second']:,.0f} req/s, p99 {report['load']['p99_ms']:,.0f} ms"
         )
-        ok = [
-            n - e for n, e in zip(series.get("requests", []), series.get("errors", []), strict=True)
-        ]
-        ax_rate.plot(t, ok, label="ok (incl. 429)", color="tab:blue")
-        ax_rate.plot(t, series.get("errors", []), label="errors", color="tab:red")
+        ok = [n - e for n, e in zip(requests, errors, strict=True)]
+        ax_rate.plot(t, ok, label="ok (incl. 429)", color="tab:blue", marker=".")
+        ax_rate.plot(t, errors, label="errors", color="tab:red", marker=".")
         ax_rate.set_ylabel("requests / s")
         ax_lat.plot(t, _gaps(series.get("p50_ms", [])), label="p50", color="tab:green", marker=".")
         ax_lat.plot(t, _gaps(series.get("p99_ms", [])), label="p99", color="tab:orange", marker=".")
         ax_lat.set_ylabel("latency (ms)")
         _plot_fill(ax_fill, report.get("fill") or [])
-        if len(t) > 1:
-            ax_fill.set_xlim(0, t[-1] + 1)
+        if t:
+            ax_fill.set_xlim(0, t[-1] + 0.5)
         load_at = series.get("load_starts_s")
         for ax in (ax_rate, ax_lat, ax_fill):
             if load_at is not None:
                 ax.axvline(load_at, color="grey", linestyle=":", label="load starts")
             ax.grid(True, alpha=0.3)
-            ax.legend(loc="upper left", fontsize="small")
+            ax.legend(loc="best", fontsize="small")
         ax_fill.set_xlabel("seconds from the first registration")
         fig.tight_layout()
         fig.savefig(path, format="png", dpi=100)
@@ -103,7 +109,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
                              ha="center", fontsize="small")  # fmt: skip
         ax_rate.set_xlabel("shards")
         ax_rate.set_ylabel("throughput (requests / s)")
-        ax_rate.set_ylim(bottom=0)
+        ax_rate.set_ylim(0, max(rates, default=1.0) * 1.15 or 1.0)
         ax_lat.plot(shards, [r["load"]["p50_ms"] for r in rows], marker="o", label="p50")
         p99 = [r["load"]["p99_ms"] for r in rows]
         ax_lat.plot(shards, p99, marker="o", label="p99")
@@ -112,7 +118,7 @@ def plot_sweep(sweep: dict[str, Any], path: Path) -> None:
                             ha="center", fontsize="small")  # fmt: skip
         ax_lat.set_xlabel("shards")
         ax_lat.set_ylabel("latency (ms)")
-        ax_lat.set_ylim(bottom=0)
+        ax_lat.set_ylim(0, max(p99, default=1.0) * 1.15 or 1.0)
         ax_lat.legend()
         for ax in (ax_rate, ax_lat):
             ax.set_xticks(shards)
