@@ -7,6 +7,7 @@ load (everything after registration) per operation and in total.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TextIO
 
@@ -26,8 +27,16 @@ def build_report(
     registration_s: float,
     load_s: float,
     stopped_by: str | None,
+    users_signed_up: int = 0,
+    cluster: dict[str, Any] | None = None,
+    fill: Sequence[tuple[float, Mapping[str, tuple[int, int]]]] = (),
 ) -> dict[str, Any]:
-    """Everything the run measured, as plain JSON types."""
+    """Everything the run measured, as plain JSON types.
+
+    ``cluster`` is the cluster's own figures (``_cluster.shard_figures``);
+    ``fill`` the samples of each shard's (users, capacity) by seconds from the
+    first registration.
+    """
     operations: dict[str, dict[str, float | int]] = {}
     load = OpStats()
     for op in (*OPS, *sorted(set(tally.ops) - set(OPS))):
@@ -79,6 +88,19 @@ def build_report(
         "statuses": dict(sorted(tally.statuses.items())),
         "problems": dict(tally.problems.most_common()),
         "errors_by_type": dict(tally.errors_by_type.most_common()),
+        "users_signed_up": users_signed_up,
+        "cluster": cluster,
+        "timeline": {
+            **tally.timeline.series(),
+            "load_starts_s": tally.timeline.marks.get("load"),
+        },
+        "fill": [
+            {
+                "t_s": round(t, 2),
+                "shards": {sid: {"users": u, "capacity": c} for sid, (u, c) in shards.items()},
+            }
+            for t, shards in fill
+        ],
     }
 
 
@@ -147,7 +169,7 @@ def render_summary(report: dict[str, Any], out: TextIO) -> None:
         print("not ok, by status and problem type:", file=out)
         for kind, n in report["problems"].items():
             print(f"  {n:>9,}  {kind}", file=out)
-    if "cluster" in report:
+    if report.get("cluster"):
         render_cluster(report["cluster"], out)
 
 

@@ -228,7 +228,7 @@ class _Run:
             after = await reader.snapshot()
             if reader.note is not None:
                 self.say(f"canistry loadtest: {reader.note}")
-        report = build_report(
+        return build_report(
             config=config,
             tally=self.tally,
             users_registered=len(registered),
@@ -237,17 +237,10 @@ class _Run:
             registration_s=self.registration_s,
             load_s=load_s,
             stopped_by=self.control.stopped_by,
+            users_signed_up=mix.signed_up,
+            cluster=shard_figures(before, after),
+            fill=self.fill,
         )
-        report["users_signed_up"] = mix.signed_up
-        report["cluster"] = shard_figures(before, after)
-        report["timeline"] = self.tally.timeline.series()
-        report["timeline"]["load_starts_s"] = self.tally.timeline.marks.get("load")
-        report["fill"] = [
-            {"t_s": round(t, 2), "shards": {sid: {"users": u, "capacity": c}
-                                            for sid, (u, c) in shards.items()}}
-            for t, shards in self.fill
-        ]  # fmt: skip
-        return report
 
 
 def _view(config: LoadTestConfig, err: TextIO | None) -> View | None:
