@@ -96,23 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     lt = sub.add_parser(
         "loadtest",
-        help="drive a realistic load through a gateway and report latencies",
+        help="drive a realistic load through a gateway, or sweep shard counts, and report",
         description="Register N users through the gateway (each its own Ed25519 identity), "
         "then for S seconds let C workers act as them: list and read units (sometimes with "
         "If-None-Match), submit quizzes (mostly right, each with an Idempotency-Key), read "
-        "/v1/me and the balance. Progress goes to stderr every 2 s; a summary per operation "
-        "(count, errors, req/s, p50/p95/p99) to stdout at the end. Only loopback gateways "
-        "(127.0.0.0/8, localhost, ::1) are loaded unless --allow-remote is given.",
+        "/v1/me and the balance, and sign up new users, in the shares --mix gives. Progress "
+        "goes to stderr (a live bar on a terminal, a line every 2 s otherwise); a summary per "
+        "operation (count, errors, req/s, p50/p90/p99/max), errors by type, per-shard figures "
+        "and the hub's allowance calls to stdout at the end. Without --gateway, --shards 1,2,4 "
+        "runs a sweep: for each count a throwaway cluster in a temporary directory, limits "
+        "sized to spread the users evenly, the same load, then the cluster removed; the result "
+        "is throughput and p99 against the shard count. Only loopback gateways (127.0.0.0/8, "
+        "localhost, ::1) are loaded unless --allow-remote is given.",
         epilog="exit status: 0 when the load ran (failed requests are reported, not fatal), "
-        "1 when it could not run, 2 for bad flags or when no gateway answers",
+        "1 when it could not run, 2 for bad flags or when no gateway answers. For load beyond "
+        "one machine, run Locust with the locustfile shipped in canistry/loadtest/ (README).",
     )
-    lt.add_argument("--gateway", required=True, metavar="URL", help="e.g. http://127.0.0.1:8080")
+    target = lt.add_mutually_exclusive_group(required=True)
+    target.add_argument("--gateway", metavar="URL", help="e.g. http://127.0.0.1:8080")
+    target.add_argument("--shards", metavar="N,N,...",
+                        help="sweep: a throwaway cluster per shard count, e.g. 1,2,4")  # fmt: skip
     lt.add_argument("--users", type=_positive_int, required=True, metavar="N",
                     help="users to register, each with its own key")  # fmt: skip
     lt.add_argument("--duration", type=float, required=True, metavar="S", help="seconds of load")
     lt.add_argument(
         "--concurrency", type=_positive_int, default=16, metavar="C", help="workers (default 16)"
     )
+    lt.add_argument("--mix", default="read=70,submit=30,register=0", metavar="SHARES",
+                    help="shares of reads, submissions and sign-ups, e.g. "
+                    "read=70,submit=25,register=5 (default read=70,submit=30)")  # fmt: skip
     lt.add_argument(
         "--max-requests",
         type=_positive_int,
@@ -121,7 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many requests, whatever the duration (default 1,000,000)",
     )
     lt.add_argument("--report", type=Path, metavar="FILE", help="also write the summary as JSON")
-    lt.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    lt.add_argument("--plot", type=Path, metavar="FILE.png",
+                    help="draw throughput, p50/p99 over time and the shards' fill (a sweep: "
+                    "throughput and p50/p99 against the shard count) as PNG")  # fmt: skip
+    lt.add_argument("--data-dir", type=Path, metavar="DIR",
+                    help="the data directory of the cluster under load (`canistry up`'s): its "
+                    "operator certificate reads the shards' and hub's own counters "
+                    "(submissions and hub calls per shard); without it only the gateway's "
+                    "/v1/cluster figures")  # fmt: skip
+    lt.add_argument("--gateway-workers", type=_positive_int, metavar="N",
+                    help="sweep: gateway worker processes of each cluster")  # fmt: skip
+    lt.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
+                    help="a live bar, progress lines, or a bar on a terminal and lines otherwise "
+                    "(default: auto)")  # fmt: skip
+    lt.add_argument("--quiet", action="store_true", help="no progress on stderr")
     lt.add_argument("--seed", type=int, help="seed the mix's random choices")
     lt.add_argument(
         "--request-timeout", type=float, default=10.0, metavar="S", help="per request (default 10)"
@@ -198,20 +223,46 @@ def _cmd_content(args: argparse.Namespace) -> int:
 
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
-    from canistry.loadtest import ConfigError, LoadTestConfig, run_loadtest
+    from canistry.loadtest import (
+        ConfigError,
+        LoadTestConfig,
+        MixWeights,
+        SweepConfig,
+        parse_shard_counts,
+        run_loadtest,
+        run_sweep,
+    )
 
+    live = {"auto": None, "bar": True, "lines": False}[args.progress]
     try:
+        common = {
+            "users": args.users,
+            "duration_s": args.duration,
+            "concurrency": args.concurrency,
+            "max_requests": args.max_requests,
+            "report": args.report,
+            "plot": args.plot,
+            "quiet": args.quiet,
+            "seed": args.seed,
+            "request_timeout_s": args.request_timeout,
+            "mix": MixWeights.parse(args.mix),
+            "live": live,
+        }
+        if args.shards is not None:
+            if args.data_dir is not None:
+                raise ConfigError("--data-dir is for --gateway: a sweep makes its own clusters")
+            workers = {} if args.gateway_workers is None else {
+                "gateway_workers": args.gateway_workers
+            }  # fmt: skip
+            sweep = SweepConfig(shards=parse_shard_counts(args.shards), **common, **workers)
+            return run_sweep(sweep)
+        if args.gateway_workers is not None:
+            raise ConfigError("--gateway-workers is for a sweep (--shards)")
         config = LoadTestConfig(
             gateway=args.gateway,
-            users=args.users,
-            duration_s=args.duration,
-            concurrency=args.concurrency,
-            max_requests=args.max_requests,
-            report=args.report,
-            quiet=args.quiet,
             allow_remote=args.allow_remote,
-            seed=args.seed,
-            request_timeout_s=args.request_timeout,
+            data_dir=args.data_dir,
+            **common,
         )
     except ConfigError as exc:
         print(f"canistry loadtest: {exc}", file=sys.stderr)

@@ -20,10 +20,20 @@ import httpx
 import pytest
 
 from canistry.client import Choice, Question, Unit
-from canistry.loadtest import ConfigError, LoadTestConfig, Unreachable, is_loopback_host, run_load
+from canistry.loadtest import (
+    ConfigError,
+    LoadTestConfig,
+    MixWeights,
+    SweepConfig,
+    Unreachable,
+    is_loopback_host,
+    run_load,
+)
 from canistry.loadtest._answers import AnswerBook
+from canistry.loadtest._mix import step_weights
 from canistry.loadtest._report import render_summary
 from canistry.loadtest._stats import Tally, percentile
+from canistry.loadtest._sweep import sweep_cluster
 from content_service.service import load_sample_pack
 
 SAMPLE = {u["id"]: u for u in json.loads(load_sample_pack())["units"]}
@@ -162,11 +172,18 @@ class FakeGateway:
         self.bounced: set[str] = set()
         self.rewards = 0
         self.seen: Counter[str] = Counter()
+        self.cluster_reads = 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
         if path == "/healthz":
             return httpx.Response(200, json={"status": "ok"} if self.healthy else {"x": 1})
+        if path == "/v1/cluster":  # read by the run for its shard figures, not load
+            self.cluster_reads += 1
+            shards = [{"id": "shard-0001", "state": "active", "users": len(self.users),
+                       "capacity": 100}]  # fmt: skip
+            return httpx.Response(200, json={"shards": shards, "soft_limit": 90, "cap": 10**6,
+                                             "total_granted": 0, "total_staked": 0})  # fmt: skip
         self.requests += 1
         self.seen[method + " " + re.sub(r"/units/[^/]+", "/units/{id}", path)] += 1
         if path == "/v1/units":
@@ -313,3 +330,166 @@ async def test_no_gateway_or_not_a_gateway_is_unreachable() -> None:
         await run_load(_config(), transport=lambda: httpx.MockTransport(refuse))
     with pytest.raises(Unreachable, match="no Canistry gateway answers"):
         await run_load(_config(), transport=lambda: httpx.MockTransport(FakeGateway(healthy=False)))
+
+
+# -- the mix, the report's new figures, the live bar, plots, sweeps ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shares"),
+    [
+        ("read=70,submit=25,register=5", (70, 25, 5)),
+        ("submit=1", (0, 1, 0)),
+        (" read = 3 , register=1 ", (3, 0, 1)),
+    ],
+)
+def test_mix_parses_shares(text: str, shares: tuple[int, int, int]) -> None:
+    mix = MixWeights.parse(text)
+    assert (mix.read, mix.submit, mix.register) == shares
+    assert MixWeights.parse(str(mix)) == mix
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("read=70,write=30", "kind=share pairs"),
+        ("read", "kind=share pairs"),
+        ("read=a", "not a whole number"),
+        ("read=1,read=2", "given twice"),
+        ("read=-1,submit=5", "cannot be negative"),
+        ("read=0,submit=0", "at least one share"),
+    ],
+)
+def test_mix_refuses_what_cannot_work(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        MixWeights.parse(text)
+
+
+def test_the_read_share_splits_as_the_default_mix_always_did() -> None:
+    weights = step_weights(MixWeights(read=70, submit=25, register=5))
+    assert weights == {"list": 15, "read": 30, "me": 15, "balance": 10, "submit": 25, "signup": 5}
+    assert "signup" not in step_weights(MixWeights())
+
+
+async def test_a_run_with_signups_loads_the_new_users_too() -> None:
+    fake = FakeGateway()
+    report = await run_load(
+        _config(duration_s=0.6, mix=MixWeights(read=50, submit=10, register=40)),
+        transport=lambda: httpx.MockTransport(fake),
+    )
+    signups = report["operations"]["signup"]
+    assert report["users_signed_up"] > 0 and signups["count"] >= report["users_signed_up"]
+    assert report["config"]["mix"] == {"read": 50, "submit": 10, "register": 40}
+    # Every user the fake knows is one the run registered, before or during the load.
+    assert len(fake.users) == report["users_registered"] + report["users_signed_up"]
+
+
+async def test_the_report_holds_percentiles_errors_by_type_a_timeline_and_shards() -> None:
+    fake = FakeGateway()
+    report = await run_load(_config(duration_s=1.0), transport=lambda: httpx.MockTransport(fake))
+    for figures in report["operations"].values():
+        assert figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    # Errors by type: everything counted as an error, and no 429 (an expected answer).
+    assert sum(report["errors_by_type"].values()) == report["totals"]["errors"]
+    assert not any(kind.startswith("429") for kind in report["errors_by_type"])
+    timeline = report["timeline"]
+    assert sum(timeline["requests"]) == report["totals"]["requests"]
+    assert sum(timeline["errors"]) == report["totals"]["errors"]
+    assert 0 <= timeline["load_starts_s"] <= timeline["t_s"][-1] + 1
+    # Without a data directory, the shards' figures come from the gateway's /v1/cluster.
+    cluster = report["cluster"]
+    assert cluster["source"] == "gateway" and cluster["shard_count"] == 1
+    assert cluster["shards"]["shard-0001"]["users"] == 3
+    assert cluster["shards"]["shard-0001"]["users_added"] == 3
+    assert cluster["shards"]["shard-0001"]["hub_calls"] is None  # unknown, not 0
+    assert report["fill"] and fake.cluster_reads >= 2
+    out = io.StringIO()
+    render_summary(report, out)
+    text = out.getvalue()
+    assert "p90 ms" in text and "max ms" in text and "shard-0001" in text
+    assert "hub allowance calls during the run -" in text
+
+
+async def test_a_live_bar_shows_the_phases_on_a_terminal() -> None:
+    err = io.StringIO()
+    run = _config(duration_s=0.6, live=True)
+    await run_load(run, err=err, transport=lambda: httpx.MockTransport(FakeGateway()))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err.getvalue())
+    assert "registering" in text and "3/3 users" in text
+    assert re.search(r"load +━+ 0.6/0.6 s .* req [0-9,]+/s .* err", text), text
+    assert "\x1b[" in err.getvalue(), "drawn in place, as a live bar"
+
+
+def _png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, len(data)
+
+
+async def test_a_run_and_a_sweep_are_drawn_as_png(tmp_path: Path) -> None:
+    from canistry.loadtest._plot import plot_run, plot_sweep
+
+    report = await run_load(
+        _config(duration_s=0.5), transport=lambda: httpx.MockTransport(FakeGateway())
+    )
+    plot_run(report, tmp_path / "run.png")
+    _png(tmp_path / "run.png")
+    load = {"per_second": 100.0, "p50_ms": 5.0, "p99_ms": 40.0}
+    runs = [{"shards": 1, "load": load}, {"shards": 2, "load": dict(load, per_second=180)},
+            {"shards": 4, "error": "the cluster did not start"}]  # fmt: skip
+    sweep = {"config": {"users": 8, "duration_s": 2, "mix": "read=70,submit=30"}, "runs": runs}
+    plot_sweep(sweep, tmp_path / "sweep.png")
+    _png(tmp_path / "sweep.png")
+
+
+def test_a_sweep_sizes_each_cluster_to_spread_the_users_evenly(tmp_path: Path) -> None:
+    config = SweepConfig(shards=(1, 2, 4), users=10, duration_s=1, gateway_workers=1)
+    up = sweep_cluster(config, 4, tmp_path)
+    assert (up.min_shards, up.max_shards, up.soft_limit, up.hard_limit) == (4, 4, 3, 3)
+    assert up.register_rate >= 1000 and up.register_burst >= 1000 and up.warm_pool == 0
+    assert sweep_cluster(config, 1, tmp_path).hard_limit == 10
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"shards": ()}, "1 to 8 shard counts"),
+        ({"shards": (1, 1)}, "given twice"),
+        ({"shards": (0,)}, "in 1..64"),
+        ({"shards": (65,)}, "in 1..64"),
+        ({"users": 0}, "--users"),
+        ({"duration_s": math.nan}, "--duration"),
+        ({"plot": Path("/nonexistent-dir/p.png")}, "--plot"),
+    ],
+)
+def test_a_sweep_refuses_what_cannot_work(fields: dict[str, Any], message: str) -> None:
+    base: dict[str, Any] = {"shards": (1, 2), "users": 2, "duration_s": 1.0, "gateway_workers": 1}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SweepConfig(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shards", "1,x"], "give shard counts like 1,2,4"),
+        (["--shards", "1", "--data-dir", "."], "--data-dir is for --gateway"),
+        (["--gateway", "http://127.0.0.1:1", "--gateway-workers", "2"], "for a sweep"),
+        (["--gateway", "http://127.0.0.1:1", "--mix", "read=1,pay=2"], "--mix"),
+        (["--gateway", "http://127.0.0.1:1", "--data-dir", "/nonexistent"], "no cluster.json"),
+    ],
+)
+def test_loadtest_flags_that_cannot_work_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from canistry.cli import main
+
+    assert main(["loadtest", "--users", "2", "--duration", "1", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_gateway_and_shards_are_one_or_the_other(capsys: pytest.CaptureFixture[str]) -> None:
+    from canistry.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["loadtest", "--gateway", "http://127.0.0.1:1", "--shards", "1", "--users", "1",
+              "--duration", "1"])  # fmt: skip
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -7,23 +7,45 @@ unit first if the user has not got it yet, is mostly right (some users
 guess wrong), always carries an ``Idempotency-Key``, and now and then is sent
 again with the same key, as a client that lost the answer would; the replay
 must get the same answer. A user refused with 429 (the daily limit) stops
-submitting and goes on reading.
+submitting and goes on reading. With a ``register`` share in the mix, a
+step now and then is a new user signing up; it joins the users of the run.
+The shares come from ``--mix`` (:class:`~canistry.loadtest._config.MixWeights`).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
+import time
 import uuid
 from dataclasses import dataclass, field
 
 from canistry.client import AsyncClient, Identity, Registration, SubmissionResult, Unit
 from canistry.loadtest._answers import AnswerBook
+from canistry.loadtest._config import DEFAULT_MIX, MixWeights
 from canistry.loadtest._driver import Driver, Failed
 
-__all__ = ["Mix", "SimUser"]
+__all__ = ["READ_SPLIT", "Mix", "SimUser", "step_weights"]
 
-#: Step weights while the user may still submit; a limited user reads instead.
-WEIGHTS = {"list": 15, "read": 30, "submit": 30, "me": 15, "balance": 10}
+#: How the ``read`` share splits among the reading steps.
+READ_SPLIT = {"list": 15, "read": 30, "me": 15, "balance": 10}
+#: The most users one run signs up during the load (the request cap bounds it too).
+MAX_SIGNUPS = 100_000
+#: How long a sign-up waits out 503s (a new shard starting) before it counts as failed.
+SIGNUP_WAIT_S = 5.0
+
+
+def step_weights(mix: MixWeights) -> dict[str, float]:
+    """Weights of the step kinds: list, read, me, balance (the read share), submit, signup."""
+    total = sum(READ_SPLIT.values())
+    weights = {kind: mix.read * w / total for kind, w in READ_SPLIT.items()}
+    weights["submit"] = float(mix.submit)
+    weights["signup"] = float(mix.register)
+    return {kind: w for kind, w in weights.items() if w > 0}
+
+
+#: Step weights of the default mix while the user may still submit.
+WEIGHTS = step_weights(DEFAULT_MIX)
 RIGHT_ANSWER_P = 0.85
 CONDITIONAL_P = 0.5
 REPLAY_P = 0.05
@@ -55,6 +77,8 @@ class Mix:
         catalogue: list[str],
         subjects: list[str],
         rng: random.Random,
+        mix: MixWeights = DEFAULT_MIX,
+        run_id: str = "",
     ) -> None:
         self.driver = driver
         self.tally = driver.tally
@@ -62,31 +86,54 @@ class Mix:
         self.catalogue = catalogue
         self.subjects = subjects
         self.rng = rng
+        self.weights = step_weights(mix)
+        self.run_id = run_id or uuid.uuid4().hex[:8]
+        self.joined: list[SimUser] = []
+        """Users who signed up during the load, not yet handed to the workers."""
+        self.signups = 0
+        self.signed_up = 0
+        self._numbers = itertools.count(1_000_000_000)
 
-    async def register(self, api: AsyncClient, user: SimUser, run_id: str, until: float) -> None:
+    async def register(
+        self, api: AsyncClient, user: SimUser, until: float, op: str = "register"
+    ) -> None:
         """Register ``user`` (waiting out 503s until ``until``); raises Failed or Stopped."""
         api.identity = user.identity
-        name = f"Load {run_id} {user.n}"
-        email = f"load-{run_id}-{user.n}@example.org"
+        name = f"Load {self.run_id} {user.n}"
+        email = f"load-{self.run_id}-{user.n}@example.org"
 
         async def send() -> Registration:
             return await api.register(name, email, "loadtest", "unspecified")
 
-        await self.driver.call(
-            "register", send, status_of=lambda r: 201 if r.created else 200, until=until
-        )
+        await self.driver.call(op, send, status_of=lambda r: 201 if r.created else 200, until=until)
+
+    async def signup(self, api: AsyncClient) -> None:
+        """A new user registers during the load and joins the run's users (see ``joined``)."""
+        if self.signups >= MAX_SIGNUPS:
+            return
+        self.signups += 1
+        user = SimUser(next(self._numbers), Identity.generate())
+        await self.register(api, user, time.monotonic() + SIGNUP_WAIT_S, op="signup")
+        self.signed_up += 1
+        self.joined.append(user)
 
     async def step(self, api: AsyncClient, user: SimUser) -> None:
         """One thing ``user`` does; raises Failed (counted) or Stopped."""
         api.identity = user.identity
-        weights = dict(WEIGHTS)
-        if user.limited or not self._open_units(user):
-            weights["read"] += weights.pop("submit")
+        weights = dict(self.weights)
+        if "submit" in weights and (user.limited or not self._open_units(user)):
+            weights["read"] = weights.get("read", 0.0) + weights.pop("submit")
         if not self.catalogue:
-            weights.pop("read")
+            weights.pop("read", None)
             weights.pop("submit", None)
+        if self.signups >= MAX_SIGNUPS:
+            weights.pop("signup", None)
+        if not weights:
+            weights = {"me": 1.0}
         kind = self.rng.choices(list(weights), list(weights.values()))[0]
-        if kind == "list":
+        if kind == "signup":
+            await self.signup(api)
+        elif kind == "list":
             await self.browse(api, user)
         elif kind == "read":
             await self.read(api, user, self.pick_unit(user))

@@ -7,13 +7,14 @@ load (everything after registration) per operation and in total.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TextIO
 
 from canistry.loadtest._config import LoadTestConfig
 from canistry.loadtest._stats import OPS, OpStats, Tally
 
-__all__ = ["build_report", "render_summary"]
+__all__ = ["build_report", "render_cluster", "render_summary"]
 
 
 def build_report(
@@ -26,8 +27,16 @@ def build_report(
     registration_s: float,
     load_s: float,
     stopped_by: str | None,
+    users_signed_up: int = 0,
+    cluster: dict[str, Any] | None = None,
+    fill: Sequence[tuple[float, Mapping[str, tuple[int, int]]]] = (),
 ) -> dict[str, Any]:
-    """Everything the run measured, as plain JSON types."""
+    """Everything the run measured, as plain JSON types.
+
+    ``cluster`` is the cluster's own figures (``_cluster.shard_figures``);
+    ``fill`` the samples of each shard's (users, capacity) by seconds from the
+    first registration.
+    """
     operations: dict[str, dict[str, float | int]] = {}
     load = OpStats()
     for op in (*OPS, *sorted(set(tally.ops) - set(OPS))):
@@ -48,6 +57,11 @@ def build_report(
             "concurrency": config.concurrency,
             "max_requests": config.max_requests,
             "seed": config.seed,
+            "mix": {
+                "read": config.mix.read,
+                "submit": config.mix.submit,
+                "register": config.mix.register,
+            },
         },
         "workers": workers,
         "users_registered": users_registered,
@@ -73,11 +87,26 @@ def build_report(
         "tokens_earned": tally.tokens_earned,
         "statuses": dict(sorted(tally.statuses.items())),
         "problems": dict(tally.problems.most_common()),
+        "errors_by_type": dict(tally.errors_by_type.most_common()),
+        "users_signed_up": users_signed_up,
+        "cluster": cluster,
+        "timeline": {
+            **tally.timeline.series(),
+            "load_starts_s": tally.timeline.marks.get("load"),
+        },
+        "fill": [
+            {
+                "t_s": round(t, 2),
+                "shards": {sid: {"users": u, "capacity": c} for sid, (u, c) in shards.items()},
+            }
+            for t, shards in fill
+        ],
     }
 
 
-_HEAD = ("operation", "request", "count", "errors", "429", "req/s", "p50 ms", "p95 ms", "p99 ms")
-_WIDTHS = (15, 36, 9, 7, 6, 9, 9, 9, 9)
+_HEAD = ("operation", "request", "count", "errors", "429", "req/s", "p50 ms", "p90 ms", "p99 ms",
+         "max ms")  # fmt: skip
+_WIDTHS = (15, 34, 9, 7, 6, 9, 9, 9, 9, 9)
 
 
 def _row(cells: tuple[str, ...]) -> str:
@@ -92,8 +121,8 @@ def _figures_row(op: str, f: dict[str, Any]) -> str:
     return _row((
         op, OPS.get(op, "all operations" if op == "load" else ""),
         f"{f['count']:,}", f"{f['errors']:,}", f"{f['limited']:,}",
-        f"{f['per_second']:,.1f}", f"{f['p50_ms']:.1f}", f"{f['p95_ms']:.1f}",
-        f"{f['p99_ms']:.1f}",
+        f"{f['per_second']:,.1f}", f"{f['p50_ms']:.1f}", f"{f['p90_ms']:.1f}",
+        f"{f['p99_ms']:.1f}", f"{f['max_ms']:.1f}",
     ))  # fmt: skip
 
 
@@ -140,3 +169,30 @@ def render_summary(report: dict[str, Any], out: TextIO) -> None:
         print("not ok, by status and problem type:", file=out)
         for kind, n in report["problems"].items():
             print(f"  {n:>9,}  {kind}", file=out)
+    if report.get("cluster"):
+        render_cluster(report["cluster"], out)
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def render_cluster(cluster: dict[str, Any], out: TextIO) -> None:
+    """Per-shard figures and the hub's calls, as the cluster counted them."""
+    shards: dict[str, dict[str, Any]] = cluster["shards"]
+    where = {
+        "cluster": "the shards' and hub's own counters",
+        "gateway": "the gateway's /v1/cluster (give --data-dir for the shards' counters)",
+    }.get(cluster["source"], "nothing: the cluster's figures could not be read")
+    print(f"\nshards ({len(shards)}), from {where}:", file=out)
+    print(f"  {'shard':<14}{'state':<9}{'users':>9}{'added':>9}{'capacity':>10}"
+          f"{'submits':>10}{'rewarded':>10}{'hub calls':>10}", file=out)  # fmt: skip
+    for sid, s in shards.items():
+        print(f"  {sid:<14}{s['state']:<9}{_n(s['users']):>9}{_n(s['users_added']):>9}"
+              f"{_n(s['capacity']):>10}{_n(s['submissions']):>10}"
+              f"{_n(s['rewarded_submissions']):>10}{_n(s['hub_calls']):>10}",
+              file=out)  # fmt: skip
+    hub = cluster["hub"]
+    print(f"hub allowance calls during the run {_n(hub['allowance_calls_during'])} "
+          f"({_n(hub['allowance_calls_before'])} before, {_n(hub['allowance_calls_after'])} "
+          "after)", file=out)  # fmt: skip

@@ -21,15 +21,16 @@ import random
 import signal
 import sys
 import time
-import uuid
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, TextIO
 
 from canistry.client import AsyncClient, Identity
 from canistry.loadtest._answers import AnswerBook
+from canistry.loadtest._cluster import ClusterReader, shard_figures
 from canistry.loadtest._config import LoadTestConfig
 from canistry.loadtest._driver import Driver, Failed, RunControl, Stopped
+from canistry.loadtest._live import Bar, Lines, Phase, View
 from canistry.loadtest._mix import Mix, SimUser
 from canistry.loadtest._report import build_report, render_summary
 from canistry.loadtest._setup import (
@@ -47,6 +48,9 @@ __all__ = ["run_load", "run_loadtest"]
 #: A worker whose request got no response at all waits this long before its next one,
 #: so that a gateway that went away is not hammered with connection attempts.
 NO_RESPONSE_PAUSE_S = 0.2
+#: Seconds between samples of the shards' fill during the load, and the most samples taken.
+FILL_INTERVAL_S = 1.0
+MAX_FILL_SAMPLES = 100_000
 
 
 class _Run:
@@ -58,12 +62,17 @@ class _Run:
         self.err = err
         self.tally = Tally()
         self.control = RunControl(config.max_requests)
-        self.driver = Driver(self.tally, self.control, err)
+        self.view = _view(config, err)
+        self.driver = Driver(self.tally, self.control, self.view.notes if self.view else None)
         self.rng = random.Random(config.seed)
+        self.fill: list[tuple[float, dict[str, tuple[int, int]]]] = []
+        """Samples of each shard's (users, capacity), by seconds from the start."""
+        self.registration_s = 0.0
 
     def say(self, text: str) -> None:
-        if self.err is not None:
-            print(text, file=self.err, flush=True)
+        notes = self.view.notes if self.view is not None else None
+        if notes is not None:
+            print(text, file=notes, flush=True)
 
     def client(self) -> AsyncClient:
         return AsyncClient(
@@ -72,28 +81,13 @@ class _Run:
             transport=self.transport(),
         )
 
-    async def progress(self, label: str, t0: float, done: asyncio.Event) -> None:
-        last_n, last_t = self.tally.requests, t0
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self.config.progress_interval_s)
-            if done.is_set():
-                return
-            now, n = time.monotonic(), self.tally.requests
-            rate = (n - last_n) / (now - last_t) if now > last_t else 0.0
-            last_n, last_t = n, now
-            self.say(
-                f"  {label} {now - t0:7.1f} s  {n:>10,} requests  {rate:9.1f} req/s  "
-                f"{self.tally.errors:,} errors  {self.tally.limited:,} 429s"
-            )
-
-    async def phase(self, label: str, work: list[Coroutine[Any, Any, None]]) -> float:
-        """Run ``work`` to its end with progress lines; the seconds it took."""
+    async def phase(self, phase: Phase, work: list[Coroutine[Any, Any, None]]) -> float:
+        """Run ``work`` to its end while the view follows it; the seconds it took."""
         done = asyncio.Event()
         t0 = time.monotonic()
         async with asyncio.TaskGroup() as tg:
-            if self.err is not None:
-                tg.create_task(self.progress(label, t0, done))
+            if self.view is not None:
+                tg.create_task(self.view.follow(phase, self.tally, done))
             try:
                 async with asyncio.TaskGroup() as crew:
                     for coroutine in work:
@@ -106,21 +100,21 @@ class _Run:
         self, mix: Mix, clients: list[AsyncClient], users: list[SimUser]
     ) -> list[SimUser]:
         waiting, registered = deque(users), []
-        run_id = uuid.uuid4().hex[:8]
         until = time.monotonic() + self.config.setup_timeout_s
 
         async def worker(api: AsyncClient) -> None:
             while waiting:
                 user = waiting.popleft()
                 try:
-                    await mix.register(api, user, run_id, until)
+                    await mix.register(api, user, until)
                 except Failed:
                     continue
                 except Stopped:
                     return
                 registered.append(user)
 
-        self.registration_s = await self.phase("registering", [worker(c) for c in clients])
+        shown = Phase("registering", len(users), lambda: len(registered), "users")
+        self.registration_s = await self.phase(shown, [worker(c) for c in clients])
         return sorted(registered, key=lambda u: u.n)
 
     async def load(self, mix: Mix, clients: list[AsyncClient], users: list[SimUser]) -> float:
@@ -129,7 +123,7 @@ class _Run:
         async def worker(api: AsyncClient) -> None:
             # There are at least as many users as workers, so one is always idle here.
             while not self.control.stop.is_set():
-                # Let the timer, the progress lines and the other workers in even
+                # Let the timer, the progress view and the other workers in even
                 # when requests complete without suspending.
                 await asyncio.sleep(0)
                 user = idle.popleft()
@@ -142,6 +136,8 @@ class _Run:
                     return
                 finally:
                     idle.append(user)
+                    idle.extend(mix.joined)
+                    mix.joined.clear()
                 if pause:
                     with contextlib.suppress(Stopped):
                         await self.control.pause(pause)
@@ -152,9 +148,48 @@ class _Run:
                 await self.control.pause(self.config.duration_s)
                 self.control.end("duration")
 
-        self.control.deadline = time.monotonic() + self.config.duration_s
+        start = time.monotonic()
+        self.control.deadline = start + self.config.duration_s
         workers = [worker(c) for c in clients[: len(users)]]
-        return await self.phase("load", [timer(), *workers])
+        shown = Phase("load", self.config.duration_s, lambda: time.monotonic() - start, "s")
+        return await self.phase(shown, [timer(), *workers])
+
+    async def sample_fill(self, reader: ClusterReader, finished: asyncio.Event) -> None:
+        """Each shard's users and capacity every ``FILL_INTERVAL_S`` until ``finished``."""
+        interval = min(FILL_INTERVAL_S, self.config.progress_interval_s)
+        t0 = self.tally.timeline.t0 or time.monotonic()
+        for _ in range(MAX_FILL_SAMPLES):
+            self.fill.append((time.monotonic() - t0, await reader.fill()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), interval)
+            if finished.is_set():
+                return
+
+    async def registration_and_load(
+        self, mix: Mix, clients: list[AsyncClient], users: list[SimUser], reader: ClusterReader
+    ) -> tuple[list[SimUser], float]:
+        """Register the users, then load as them; the registered users and the load's seconds.
+
+        The shards' fill is sampled all along, the first registration to the end.
+        """
+        self.tally.timeline.start()
+        finished = asyncio.Event()
+        load_s = 0.0
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.sample_fill(reader, finished))
+            try:
+                registered = await self.register_all(mix, clients, users)
+                if registered and not self.control.stop.is_set():
+                    self.say(
+                        f"canistry loadtest: {len(registered):,} users registered; loading for "
+                        f"{self.config.duration_s:g} s with "
+                        f"{min(len(clients), len(registered))} workers"
+                    )
+                    self.tally.timeline.mark("load")
+                    load_s = await self.load(mix, clients, registered)
+            finally:
+                finished.set()
+        return registered, load_s
 
     async def run(self) -> dict[str, Any]:
         config = self.config
@@ -170,26 +205,29 @@ class _Run:
                 )
             )
             catalogue, subjects = await read_catalogue(setup)
+            # Its own client, which never waits out a 503: samples must not hold up the run.
+            reader = ClusterReader(await stack.enter_async_context(self.client()), config.data_dir)
+            before = await reader.snapshot()
             known = sum(1 for u in catalogue if u in book)
             self.say(
                 f"canistry loadtest: {config.gateway} lists {len(catalogue)} units "
-                f"({known} with answers known from the sample pack); registering "
-                f"{config.users:,} users with {config.workers} workers"
+                f"({known} with answers known from the sample pack), {len(before.shards)} "
+                f"shards; registering {config.users:,} users with {config.workers} workers; "
+                f"mix {config.mix}"
             )
             clients = [
                 await stack.enter_async_context(self.client()) for _ in range(config.workers)
             ]
-            mix = Mix(self.driver, book, catalogue, subjects, self.rng)
+            mix = Mix(self.driver, book, catalogue, subjects, self.rng, config.mix)
             users = [SimUser(n, Identity.generate()) for n in range(config.users)]
-            self.registration_s = 0.0
-            registered = await self.register_all(mix, clients, users)
-            load_s = 0.0
-            if registered and not self.control.stop.is_set():
-                self.say(
-                    f"canistry loadtest: {len(registered):,} users registered; loading for "
-                    f"{config.duration_s:g} s with {min(len(clients), len(registered))} workers"
-                )
-                load_s = await self.load(mix, clients, registered)
+            try:
+                registered, load_s = await self.registration_and_load(mix, clients, users, reader)
+            finally:
+                if self.view is not None:
+                    self.view.close()
+            after = await reader.snapshot()
+            if reader.note is not None:
+                self.say(f"canistry loadtest: {reader.note}")
         return build_report(
             config=config,
             tally=self.tally,
@@ -199,7 +237,20 @@ class _Run:
             registration_s=self.registration_s,
             load_s=load_s,
             stopped_by=self.control.stopped_by,
+            users_signed_up=mix.signed_up,
+            cluster=shard_figures(before, after),
+            fill=self.fill,
         )
+
+
+def _view(config: LoadTestConfig, err: TextIO | None) -> View | None:
+    if err is None:
+        return None
+    if config.live is None:
+        return Bar(err) if err.isatty() else Lines(err, config.progress_interval_s)
+    if config.live:  # asked for: drawn as on a terminal, wherever stderr goes
+        return Bar(err, force_terminal=True)
+    return Lines(err, config.progress_interval_s)
 
 
 async def run_load(
@@ -270,6 +321,15 @@ def run_loadtest(config: LoadTestConfig, out: TextIO = sys.stdout, err: TextIO =
             config.report.write_text(json.dumps(report, indent=2) + "\n")
         except OSError as exc:
             print(f"canistry loadtest: cannot write the report: {exc}", file=err)
+            status = 1
+    if config.plot is not None:
+        from canistry.loadtest._plot import plot_run
+
+        try:
+            plot_run(report, config.plot)
+            print(f"plot: {config.plot}", file=out)
+        except (OSError, ValueError) as exc:
+            print(f"canistry loadtest: cannot draw the plot: {exc}", file=err)
             status = 1
     if report["users_registered"] == 0:
         print("canistry loadtest: no user could register; nothing was loaded", file=err)

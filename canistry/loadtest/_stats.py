@@ -9,11 +9,12 @@ request that got no response (refused, reset, timed out) is an error too.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["OPS", "OpStats", "SubmissionCounts", "Tally", "percentile"]
+__all__ = ["OPS", "OpStats", "SubmissionCounts", "Tally", "Timeline", "percentile"]
 
 #: Operation -> the route it drives, as the summary shows it.
 OPS = {
@@ -25,6 +26,7 @@ OPS = {
     "submit_replay": "  same, replayed (same key)",
     "me": "GET /v1/me",
     "balance": "GET /v1/me/balance",
+    "signup": "POST /v1/users (during the load)",
 }
 
 
@@ -60,8 +62,10 @@ class OpStats:
             "limited": self.limited,
             "per_second": round(self.count / seconds, 1) if seconds > 0 else 0.0,
             "p50_ms": round(percentile(xs, 50), 2),
+            "p90_ms": round(percentile(xs, 90), 2),
             "p95_ms": round(percentile(xs, 95), 2),
             "p99_ms": round(percentile(xs, 99), 2),
+            "max_ms": round(xs[-1], 2) if xs else 0.0,
         }
 
 
@@ -85,6 +89,61 @@ class SubmissionCounts:
     """Replays answered with another body than the first: idempotency is broken."""
 
 
+#: The most one-second buckets a timeline keeps; later requests land in the last one.
+MAX_BUCKETS = 24 * 3600
+
+
+class Timeline:
+    """Requests by the second they ended in, from :meth:`start`: counts, errors, latencies."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.counts: list[int] = []
+        self.errors: list[int] = []
+        self.latencies_ms: list[list[float]] = []
+        self.marks: dict[str, float] = {}
+        """Named moments (``load``: when the load began), seconds from the start."""
+
+    def start(self, now: float | None = None) -> None:
+        self.t0 = time.monotonic() if now is None else now
+
+    def mark(self, name: str, now: float | None = None) -> None:
+        if self.t0 is not None:
+            self.marks[name] = (time.monotonic() if now is None else now) - self.t0
+
+    def add(self, latency_ms: float, *, error: bool, now: float | None = None) -> None:
+        if self.t0 is None:
+            return
+        second = int((time.monotonic() if now is None else now) - self.t0)
+        second = min(max(second, 0), MAX_BUCKETS - 1)
+        while len(self.counts) <= second:
+            self.counts.append(0)
+            self.errors.append(0)
+            self.latencies_ms.append([])
+        self.counts[second] += 1
+        self.errors[second] += error
+        self.latencies_ms[second].append(latency_ms)
+
+    def series(self) -> dict[str, list[float | None]]:
+        """Per second: ``t_s``, ``requests``, ``errors``, ``p50_ms`` and ``p99_ms`` (JSON-ready).
+
+        A second in which no request ended has no latency (None), not 0.
+        """
+        p50: list[float | None] = []
+        p99: list[float | None] = []
+        for xs in self.latencies_ms:
+            ordered = sorted(xs)
+            p50.append(round(percentile(ordered, 50), 2) if ordered else None)
+            p99.append(round(percentile(ordered, 99), 2) if ordered else None)
+        return {
+            "t_s": [float(i) for i in range(len(self.counts))],
+            "requests": [float(n) for n in self.counts],
+            "errors": [float(n) for n in self.errors],
+            "p50_ms": p50,
+            "p99_ms": p99,
+        }
+
+
 @dataclass
 class Tally:
     """Everything one run counted."""
@@ -101,6 +160,10 @@ class Tally:
     backoffs: int = 0
     """Times a worker waited out a 503's Retry-After before trying again."""
     backoff_s: float = 0.0
+    errors_by_type: Counter[str] = field(default_factory=Counter)
+    """Requests that count as errors, by what went wrong ("503 no-capacity",
+    "no response: ReadTimeout", "unreadable answer: KeyError")."""
+    timeline: Timeline = field(default_factory=Timeline)
 
     def op(self, name: str) -> OpStats:
         if name not in self.ops:
@@ -110,6 +173,7 @@ class Tally:
     def ok(self, op: str, latency_ms: float, status: int) -> None:
         self.op(op).add(latency_ms)
         self.statuses[str(status)] += 1
+        self.timeline.add(latency_ms, error=False)
 
     def refused(self, op: str, latency_ms: float, status: int, code: str) -> None:
         """A response >= 400, with the problem type's last segment as ``code``."""
@@ -117,18 +181,25 @@ class Tally:
         self.op(op).add(latency_ms, error=not limited, limited=limited)
         self.statuses[str(status)] += 1
         self.problems[f"{status} {code}"] += 1
+        if not limited:
+            self.errors_by_type[f"{status} {code}"] += 1
+        self.timeline.add(latency_ms, error=not limited)
 
     def failed(self, op: str, latency_ms: float, kind: str) -> None:
         """No usable response: ``kind`` names what went wrong (``ConnectError``)."""
         self.op(op).add(latency_ms, error=True)
         self.statuses["none"] += 1
         self.problems[f"no response: {kind}"] += 1
+        self.errors_by_type[f"no response: {kind}"] += 1
+        self.timeline.add(latency_ms, error=True)
 
     def unreadable(self, op: str, latency_ms: float, kind: str) -> None:
         """A response the client could not read (not JSON, fields missing): ``kind`` says why."""
         self.op(op).add(latency_ms, error=True)
         self.statuses["unreadable"] += 1
         self.problems[f"unreadable answer: {kind}"] += 1
+        self.errors_by_type[f"unreadable answer: {kind}"] += 1
+        self.timeline.add(latency_ms, error=True)
 
     @property
     def requests(self) -> int:
