@@ -268,12 +268,15 @@ async def test_a_run_counts_every_outcome_and_keeps_going(monkeypatch: pytest.Mo
     monkeypatch.setattr("canistry.loadtest._mix.RIGHT_ANSWER_P", 0.5)
     monkeypatch.setattr("canistry.loadtest._mix.REPLAY_P", 0.3)
     fake, err = FakeGateway(), io.StringIO()
-    # Long enough that each user reaches a daily limit even on a busy machine.
+    # Stopped by its request count, not the clock: as much load on a busy machine as on
+    # an idle one, enough that every user reaches a daily limit.
     report = await run_load(
-        _config(duration_s=2.0), err=err, transport=lambda: httpx.MockTransport(fake)
+        _config(duration_s=120.0, max_requests=400),
+        err=err,
+        transport=lambda: httpx.MockTransport(fake),
     )
     ops, totals, subs = report["operations"], report["totals"], report["submissions"]
-    assert report["users_registered"] == 3 and report["stopped_by"] == "duration"
+    assert report["users_registered"] == 3 and report["stopped_by"] == "max-requests"
     # Every request the fake saw is counted, and nothing else.
     assert totals["requests"] == fake.requests - 1  # the catalogue read is setup
     assert ops["register"]["count"] == 4 and totals["backoffs"] >= 2
