@@ -25,6 +25,7 @@ from hub.capacity import IN_PROGRESS_STEPS
 from hub.clock import Clock, wall_clock_ms
 from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
 from hub.core import Hub
+from hub.execution import make_governance
 from hub.grpc_edge import ACCESS, HubServicer
 from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
@@ -174,7 +175,10 @@ class HubService(Lifecycle):
             content_address=settings.content_address,
             clock=self.clock,
         )
-        servicer = HubServicer(self.hub)
+        self.governance = make_governance(
+            self.store, policy, self.registry, tls=tls, clock=self.clock
+        )
+        servicer = HubServicer(self.hub, self.governance)
 
         def add(server: grpc.aio.Server) -> None:
             hub_pb2_grpc.add_HubServicer_to_server(servicer, server)
@@ -186,6 +190,7 @@ class HubService(Lifecycle):
         self.supervisor.register_all()
         self._tasks.spawn(self.supervisor.run(), name="hub-supervisor")
         self._tasks.spawn(self.rounds.run(), name="hub-capacity")
+        self._tasks.spawn(self.governance.run(), name="hub-governance")
         self._tasks.spawn(self._timer(policy.scale_interval_s), name="hub-capacity-timer")
         self.rounds.wake()  # one check at once, so min_shards come up
         log.info("hub_started", address=self.address, **_policy_fields(policy))
