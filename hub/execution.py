@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hub import governance
 from hub.config import DEFAULT_PROPOSAL_MIN_STAKE, DEFAULT_VOTING_PERIOD_S
-from hub.proposals import Governance, GovernancePolicy
+from hub.proposals import Governance, GovernancePolicy, ResolveTemplate
 from hub.registry_client import RegistryClient
 from hub.store import HubStore
 from protos import hub_pb2, shard_pb2, shard_pb2_grpc
@@ -174,7 +174,16 @@ def make_governance(
             proposal_min_stake=policy.proposal_min_stake or DEFAULT_PROPOSAL_MIN_STAKE,
         ),
         known_shard=known_shard,
-        resolve_template=resolve_process_template,
+        resolve_template=(
+            resolve_process_template if policy.spawner == "process" else _no_upgrades(policy)
+        ),
         execute=Executor(store, registry, tls=tls, upgrade=upgrade),
         **({} if clock is None else {"clock": clock}),
     )
+
+
+def _no_upgrades(policy: hub_pb2.HubConfig) -> ResolveTemplate:
+    async def refuse(template: str) -> str:
+        raise InvalidArgument(f"upgrades of {policy.spawner!r} shards are not built yet")
+
+    return refuse

@@ -29,6 +29,7 @@ from hub.execution import make_governance
 from hub.grpc_edge import ACCESS, HubServicer
 from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
+from hub.rollout import Rollout
 from hub.rounds import CapacityRounds
 from hub.spawn_steps import AfterStep, Spawns
 from hub.spawner import ProcessSpawner, ShardTemplate, Spawner
@@ -175,8 +176,10 @@ class HubService(Lifecycle):
             content_address=settings.content_address,
             clock=self.clock,
         )
+        rollout = Rollout(self.store, self.spawner, self.supervisor, healthy, self.registry,
+                          concurrency=policy.rollout_concurrency or 1)  # fmt: skip
         self.governance = make_governance(
-            self.store, policy, self.registry, tls=tls, clock=self.clock
+            self.store, policy, self.registry, tls=tls, upgrade=rollout, clock=self.clock
         )
         servicer = HubServicer(self.hub, self.governance)
 

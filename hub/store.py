@@ -7,7 +7,7 @@ Databases (values are protobuf):
     treasury  "totals"                                  -> Treasury (figures only)
               "shard" NUL <shard_id>                    -> ShardGrant
     meta      "hub_config" -> HubConfig, "next_shard_number" -> decimal,
-              "next_proposal" -> decimal
+              "next_proposal" -> decimal, "adopted_template" -> AdoptedTemplate
     proposals <id, 8 bytes big-endian>                  -> Proposal
     votes     <id, 8 bytes big-endian> <principal>      -> Vote
               (both written by :mod:`hub.proposal_store`)
@@ -37,6 +37,7 @@ DATABASES = ("grants", "shards", "treasury", "proposals", "votes")
 _TOTALS = b"totals"
 _CONFIG = b"hub_config"
 _NEXT_SHARD = b"next_shard_number"
+_ADOPTED_TEMPLATE = b"adopted_template"
 
 
 def _grant_key(shard_id: str, seq: int) -> bytes:
@@ -82,6 +83,21 @@ class HubStore(WrittenStore):
             return stored, hub_config.differences(stored, wanted)
 
         return await self.committer.submit(fn)
+
+    def adopted_template(self) -> hub_pb2.AdoptedTemplate | None:
+        """The shard template an adopted upgrade put in force; None: the init config's."""
+        store = self.store
+        with store.read() as txn:
+            return get_msg(txn, store.db("meta"), _ADOPTED_TEMPLATE, hub_pb2.AdoptedTemplate)
+
+    async def adopt_template(self, template: hub_pb2.AdoptedTemplate) -> None:
+        """Put ``template`` in force for new shards (only an executed upgrade calls this)."""
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> None:
+            put_msg(txn, store.db("meta"), _ADOPTED_TEMPLATE, template)
+
+        await self.committer.submit(fn)
 
     # -- treasury ------------------------------------------------------------
 

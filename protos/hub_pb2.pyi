@@ -311,6 +311,7 @@ class ShardRecord(_message.Message):
     RESTARTED_AT_MS_FIELD_NUMBER: _builtins.int
     DECIDED_AT_MS_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_MS_FIELD_NUMBER: _builtins.int
+    PYTHON_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     step: Global___SpawnStep.ValueType
     address: _builtins.str
@@ -330,6 +331,10 @@ class ShardRecord(_message.Message):
     promotion of a warm shard), and when the registry took it.
     """
     registered_at_ms: _builtins.int
+    python: _builtins.str
+    """The interpreter this shard runs on (`process`); empty: the hub's own. Set
+    from the adopted template (an upgrade proposal stakers adopted).
+    """
     def __init__(
         self,
         *,
@@ -347,14 +352,42 @@ class ShardRecord(_message.Message):
         restarted_at_ms: _builtins.int = ...,
         decided_at_ms: _builtins.int = ...,
         registered_at_ms: _builtins.int = ...,
+        python: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "decided_at_ms", b"decided_at_ms", "pid", b"pid", "port", b"port", "registered_at_ms", b"registered_at_ms", "restart_delay_s", b"restart_delay_s", "restarted_at_ms", b"restarted_at_ms", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version", "warm", b"warm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "decided_at_ms", b"decided_at_ms", "pid", b"pid", "port", b"port", "python", b"python", "registered_at_ms", b"registered_at_ms", "restart_delay_s", b"restart_delay_s", "restarted_at_ms", b"restarted_at_ms", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShardRecord: _TypeAlias = ShardRecord  # noqa: Y015
+
+@_typing.final
+class AdoptedTemplate(_message.Message):
+    """The shard template an adopted upgrade put in force: new shards spawn on it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PYTHON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    python: _builtins.str
+    version: _builtins.str
+    proposal_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        python: _builtins.str = ...,
+        version: _builtins.str = ...,
+        proposal_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposal_id", b"proposal_id", "python", b"python", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdoptedTemplate: _TypeAlias = AdoptedTemplate  # noqa: Y015
 
 @_typing.final
 class ListHubShardsRequest(_message.Message):

@@ -492,6 +492,7 @@ class ShardStatus(_message.Message):
     STORE_BYTES_USED_FIELD_NUMBER: _builtins.int
     STORE_MAP_SIZE_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     users: _builtins.int
     allowance_remaining: _builtins.int
@@ -512,6 +513,8 @@ class ShardStatus(_message.Message):
     """the most the LMDB map may hold"""
     disabled: _builtins.bool
     """by an adopted proposal: takes no submissions"""
+    version: _builtins.str
+    """the canistry version this shard process runs"""
     def __init__(
         self,
         *,
@@ -527,10 +530,11 @@ class ShardStatus(_message.Message):
         store_bytes_used: _builtins.int = ...,
         store_map_size: _builtins.int = ...,
         disabled: _builtins.bool = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "disabled", b"disabled", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "shard_id", b"shard_id", "store_bytes_used", b"store_bytes_used", "store_map_size", b"store_map_size", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "disabled", b"disabled", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "shard_id", b"shard_id", "store_bytes_used", b"store_bytes_used", "store_map_size", b"store_map_size", "users", b"users", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from canistry import __version__
 from protos import shard_pb2
 from runtime.errors import (
     InvalidArgument,
@@ -143,6 +144,7 @@ class Shard:
             hub_calls=figures.hub_calls + self.refiller.unrecorded_calls,
             rewarded_submissions=figures.rewarded_submissions,
             disabled=self.disabled,
+            version=__version__,
         )
 
     def census(self, request: shard_pb2.CensusRequest) -> shard_pb2.CensusReply:
