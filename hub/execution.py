@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ log = logs.get_logger(__name__)
 
 #: How long a disable or enable keeps trying a shard or the registry that does not answer.
 SWITCH_TIMEOUT_S = 30.0
+_PYTHON = re.compile(r"^python(3(\.\d+)?)?$")
 _VERSION_PROBE = "from importlib.metadata import version; print(version('canistry'))"
 
 #: Runs an upgrade to the adopted template; same result shape as the executor.
@@ -59,9 +61,13 @@ async def resolve_process_template(template: str) -> str:
     """
     path = Path(template)
 
+    # Only a Python interpreter is ever run: a user's proposal names the path.
+    if not path.is_absolute() or not _PYTHON.match(path.name):
+        raise InvalidArgument(f"template {template!r} is not an absolute path to a python")
+
     def probe() -> subprocess.CompletedProcess[str]:
-        if not path.is_absolute() or not path.is_file() or not os.access(path, os.X_OK):
-            raise InvalidArgument(f"template {template!r} is not an absolute path to an executable")
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise InvalidArgument(f"template {template!r} is not an executable file")
         return subprocess.run(
             [str(path), "-c", _VERSION_PROBE],
             capture_output=True,

@@ -12,12 +12,16 @@ refused.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from canistry import __version__
 from canistry.client import ApiError, AsyncClient, Identity
+from canistry.status import fetch_status, render_status
 from canistry.up import Cluster
 from tests.integration.conftest import MakeCluster
 from tests.integration.direct import SAMPLE, Direct, poll, right_answers
@@ -138,6 +142,10 @@ async def test_stakers_disable_and_enable_a_shard(users: tuple[Cluster, Users]) 
         return await _shard_state(a, shard) == "disabled"
 
     await poll(shows_disabled, timeout_s=10, what=f"{shard} shown disabled")
+    status = await fetch_status(cluster.children["hub"].address, cluster.tls("operator"))
+    out = io.StringIO()
+    render_status(status, out)  # `canistry status`
+    assert re.search(rf"{shard}\s+\S+\s+disabled\s+{__version__}\s", out.getvalue()), out.getvalue()
     newcomer = await u.add("F", retry_unavailable_s=60)  # the hub spawns a shard for them
     assert (await newcomer.me()).shard != shard
 
