@@ -172,6 +172,8 @@ class Governance:
                 await self.step()
             except CanistryError as exc:  # the store or a peer: try again next tick
                 log.warning("governance_step_failed", error=exc.message)
+            except Exception:  # a bug must not end governance: log it whole, keep going
+                log.exception("governance_step_crashed")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.policy.tick_s)
