@@ -23,6 +23,7 @@ import pytest
 
 from canistry import __version__ as OLD
 from canistry.client import ApiError, AsyncClient, Identity
+from protos import shard_pb2
 from tests.integration.conftest import MakeCluster
 from tests.integration.direct import SAMPLE, Direct, poll, right_answers
 from tests.integration.hubview import hub_records
@@ -101,7 +102,7 @@ async def _finished(client: AsyncClient, pid: int) -> object:
 async def test_upgrades_roll_back_on_failure_and_roll_through_under_load(
     make_cluster: MakeCluster, bumped_python: Path, broken_python: Path
 ) -> None:
-    cluster = make_cluster(min_shards=2, max_shards=2, soft_limit=3, hard_limit=3,
+    cluster = make_cluster(min_shards=2, max_shards=3, soft_limit=3, hard_limit=3,
                            voting_period_s=60.0, proposal_min_stake=10)  # fmt: skip
     direct = Direct(cluster)
     url = cluster.gateway_url
@@ -187,6 +188,18 @@ async def test_upgrades_roll_back_on_failure_and_roll_through_under_load(
             assert set(acked[i]) <= set(me.completed_units), (i, acked[i], me.completed_units)
             assert me.balance.staked + me.balance.pending == sum(acked[i].values())
             assert me.profile.name == names[i]
+        # A shard spawned from now on runs the adopted template.
+        newcomer = AsyncClient(url, Identity.generate(), timeout_s=30, retry_unavailable_s=60)
+        workers.append(newcomer)
+        await newcomer.register("Newcomer", "new@example.org")  # fills the last room: a spawn
+
+        async def third() -> shard_pb2.ShardStatus | None:
+            return (await direct.shard_statuses()).get("shard-0003")
+
+        spawned = await poll(third, timeout_s=60, what="shard-0003 spawned", ignore=(Exception,))
+        assert spawned.version == NEW
+        record = (await hub_records(direct))["shard-0003"]
+        assert (record.python, record.template_version) == (str(bumped_python), f"canistry=={NEW}")
         await direct.assert_accounts_balance()
     finally:
         for c in [staker, *workers]:
