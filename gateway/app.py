@@ -284,7 +284,9 @@ def create_app(
     async def cluster(request: Request) -> Response:
         return _json(await _gateway(request).cluster())
 
-    install_governance_routes(app, signed=SignedRequest, problems=_problems, json=_json)
+    install_governance_routes(
+        app, signed=SignedRequest, idempotency_key=IdempotencyKey, problems=_problems, json=_json
+    )
 
     @app.get("/healthz", response_model=models.Health, summary="Liveness")
     async def healthz(request: Request) -> Response:

@@ -216,14 +216,16 @@ def install_governance_routes(
     app: FastAPI,
     *,
     signed: Any,
+    idempotency_key: Any,
     problems: Callable[..., dict[int | str, dict[str, Any]]],
     json: Callable[..., Response],
 ) -> None:
     """Add the proposal routes to ``app``.
 
     ``signed`` is the dependency type that authenticates a request,
-    ``problems`` builds the OpenAPI error responses and ``json`` sends a body:
-    the app's own, so these routes behave as its others do.
+    ``idempotency_key`` the ``Idempotency-Key`` header's, ``problems`` builds
+    the OpenAPI error responses and ``json`` sends a body: the app's own, so
+    these routes behave as its others do.
     """
     ProposalId = Annotated[int, Path(ge=1, le=_MAX_ID)]
 
@@ -235,11 +237,16 @@ def install_governance_routes(
         "/v1/proposals",
         status_code=201,
         response_model=ProposalView,
-        responses=problems(400, 401, 403, 404, 422, 503),
+        responses=problems(400, 401, 403, 404, 409, 422, 503),
         summary="Make a proposal (stakers only)",
     )
-    async def propose(body: ProposalRequest, req: signed, request: Request) -> Response:
-        reply = await _proposals(request).propose(req.principal, body)
+    async def propose(
+        body: ProposalRequest, req: signed, request: Request, key: idempotency_key = None
+    ) -> Response:
+        gw: Gateway = request.app.state.gateway
+        reply = await gw.idempotent(
+            req.caller, key, req.request, lambda: _proposals(request).propose(req.principal, body)
+        )
         return json(reply.body, reply.status)
 
     @app.get(

@@ -3,6 +3,7 @@ operations over a real hub store with a fake clock and a fake executor."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import lmdb
 import pytest
 
 from hub import governance as g
+from hub.execution import resolve_process_template
 from hub.proposals import Governance, GovernancePolicy
 from hub.store import HubStore
 from protos import hub_pb2
@@ -264,3 +266,10 @@ async def test_only_a_shard_reports_votes_in_its_own_name(
     with pytest.raises(PermissionDenied):
         await governance.report_votes(batch, Identity(Role.SHARD, "shard-0002"))
     await governance.report_votes(batch, Identity(Role.SHARD, "shard-0001"))
+
+
+async def test_only_a_python_with_canistry_is_a_template(tmp_path: Path) -> None:
+    assert (await resolve_process_template(sys.executable)).startswith("canistry==")
+    for bad in ("/bin/sh", "python3", str(tmp_path / "python3")):
+        with pytest.raises(InvalidArgument):
+            await resolve_process_template(bad)

@@ -110,9 +110,19 @@ async def test_stakers_disable_and_enable_a_shard(users: tuple[Cluster, Users]) 
     await _refused(b.propose("disable_shard", "too small", shard=shard), 403, "not-enough-stake")
     await _refused(broke.propose("disable_shard", "broke", shard=shard), 403, "not-enough-stake")
     await _refused(a.propose("disable_shard", "who?", shard="shard-9999"), 400, "invalid-argument")
+    await _refused(a.proposal(99), 404, "unknown-proposal")
+    await _refused(b.vote(99, True), 404, "unknown-proposal")
 
     # 1. Below quorum: 40 yes of 285 (14% < 20%) and 45 no: rejected at the deadline.
-    first = await a.propose("disable_shard", "stop it", "below quorum", shard=shard)
+    # Made with an Idempotency-Key: its replay returns the same proposal, not a second one.
+    body = {"action": {"kind": "disable_shard", "shard": shard}, "title": "stop it",
+            "summary": "below quorum"}  # fmt: skip
+    made = [
+        await a.send_signed("POST", "/v1/proposals", json=body, headers={"Idempotency-Key": "p1"})
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in made] == [201, 201] and made[0].json() == made[1].json()
+    first = await a.proposal(made[0].json()["id"])
     assert (first.state, first.total_voting_power) == ("open", TOTAL)
     vote = await b.vote(first.id, True)
     assert (vote.voting_power, vote.yes, vote.no, vote.state) == (40, 40, 0, "open")
