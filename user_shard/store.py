@@ -9,6 +9,7 @@ Databases (values are protobuf messages):
 - ``pending``: 8-byte big-endian queue position -> principal, oldest first;
   a user is queued once, when their pending goes above zero
 - ``votes``: 8-byte big-endian proposal id + principal -> :class:`StoredVote`
+- ``vote_queue``: the ``votes`` keys not yet reported to the hub -> empty
 - ``meta``: ``ledger`` -> :class:`Ledger`, ``disabled`` -> ``b"1"`` while an
   adopted proposal keeps the shard disabled (plus the schema version)
 
@@ -117,7 +118,7 @@ class ShardStore(WrittenStore):
         super().__init__(
             StoreConfig(
                 path=data_dir,
-                databases=("users", "idem", "pending", "idem_exp", "votes"),
+                databases=("users", "idem", "pending", "idem_exp", "votes", "vote_queue"),
                 schema_version=SCHEMA_VERSION,
                 migrations={1: _index_replies},
                 map_size=map_size,
@@ -193,14 +194,14 @@ class ShardStore(WrittenStore):
         """Up to ``limit`` recorded votes the hub has not acknowledged yet."""
         out = []
         with self._read() as txn:
-            for raw_key, raw in txn.cursor(db=self.store.db("votes")):
-                vote = shard_pb2.StoredVote()
-                vote.ParseFromString(bytes(raw))
-                if not vote.reported:
-                    key = bytes(raw_key)
+            votes = self.store.db("votes")
+            for raw_key in txn.cursor(db=self.store.db("vote_queue")).iternext(values=False):
+                key = bytes(raw_key)
+                vote = get_msg(txn, votes, key, shard_pb2.StoredVote)
+                if vote is not None:
                     out.append((int.from_bytes(key[:8], "big"), key[8:], vote))
-                    if len(out) >= limit:
-                        break
+                if len(out) >= limit:
+                    break
         return out
 
     # -- writes --------------------------------------------------------------
@@ -231,6 +232,7 @@ class ShardStore(WrittenStore):
                 raise NotEnoughStake("voting needs a staked balance; earn tokens first")
             vote = shard_pb2.StoredVote(yes=yes, voting_power=user.staked, at_ms=now_ms)
             put_msg(txn, self.store.db("votes"), key, vote)
+            txn.put(key, b"", db=self.store.db("vote_queue"))
             return vote
 
         return await self.committer.submit(write)
@@ -247,6 +249,7 @@ class ShardStore(WrittenStore):
                     vote.reported = True
                     vote.status = status
                     put_msg(txn, db, key, vote)
+                txn.delete(key, db=self.store.db("vote_queue"))
 
         await self.committer.submit(write)
 
