@@ -85,16 +85,22 @@ class Rollout:
         self, record: hub_pb2.ShardRecord, target: hub_pb2.AdoptedTemplate
     ) -> hub_pb2.ShardResult:
         shard_id = record.shard_id
-        if record.python == target.python and record.template_version == target.version:
-            return hub_pb2.ShardResult(
-                shard_id=shard_id, ok=True, detail="already there", template_version=target.version
+        there = record.python == target.python and record.template_version == target.version
+        if there:  # moved before a hub restart: its old template is in the record
+            old = hub_pb2.AdoptedTemplate(
+                python=record.previous_python, version=record.previous_template_version
             )
-        old = hub_pb2.AdoptedTemplate(python=record.python, version=record.template_version)
+        else:
+            old = hub_pb2.AdoptedTemplate(python=record.python, version=record.template_version)
         await self.supervisor.hold(shard_id)
         try:
-            log.info("shard_upgrading", shard_id=shard_id, to=target.version)
+            log.info("shard_upgrading", shard_id=shard_id, to=target.version, resumed=there)
             try:
-                await self._restart_on(shard_id, target)
+                current = self.store.shard(shard_id) or record
+                if there and self.spawner.is_alive(current):
+                    await self._until_healthy(current)
+                else:
+                    await self._restart_on(shard_id, target, previous=old)
                 return hub_pb2.ShardResult(
                     shard_id=shard_id, ok=True, detail="upgraded", template_version=target.version
                 )
@@ -102,7 +108,7 @@ class Rollout:
                 reason = exc.message if isinstance(exc, CanistryError) else repr(exc)
                 log.warning("shard_upgrade_failed", shard_id=shard_id, error=reason)
             try:
-                await self._restart_on(shard_id, old)
+                await self._restart_on(shard_id, old, previous=None)
                 back = f"rolled back to {old.version}"
             except (CanistryError, OSError) as exc:
                 # The supervisor, once it watches the shard again, keeps starting it on
@@ -118,8 +124,16 @@ class Rollout:
         finally:
             self.supervisor.release(shard_id)
 
-    async def _restart_on(self, shard_id: str, template: hub_pb2.AdoptedTemplate) -> None:
-        """Drain and stop the shard, start it on ``template`` over its data, wait healthy."""
+    async def _restart_on(
+        self,
+        shard_id: str,
+        template: hub_pb2.AdoptedTemplate,
+        *,
+        previous: hub_pb2.AdoptedTemplate | None,
+    ) -> None:
+        """Drain and stop the shard, start it on ``template`` over its data, wait healthy.
+
+        ``previous`` is recorded as what to roll back to (None: a rollback itself)."""
         current = self.store.shard(shard_id)
         if current is None:
             raise OSError(f"no record of {shard_id}")
@@ -128,6 +142,9 @@ class Rollout:
         def retemplate(r: hub_pb2.ShardRecord) -> None:
             r.python = template.python
             r.template_version = template.version
+            if previous is not None:
+                r.previous_python = previous.python
+                r.previous_template_version = previous.version
 
         record = await self.store.update_shard(shard_id, retemplate)
         record, moved = await ensure_port(self.store, self.spawner, record)

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/hub.proto\x12\x0f\x63\x61nistry.hub.v1\"W\n\x10\x41llowanceRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x04\x12\x14\n\x0cstaked_delta\x18\x04 \x01(\x04\"`\n\x0e\x41llowanceGrant\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07granted\x18\x03 \x01(\x04\x12\x1e\n\x16total_granted_to_shard\x18\x04 \x01(\x04\"\x17\n\x15\x45nsureCapacityRequest\"G\n\x13\x45nsureCapacityReply\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x14\n\x12GetTreasuryRequest\"Q\n\nShardGrant\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x04\x12\x0e\n\x06staked\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\"\x8a\x01\n\x08Treasury\x12\x0b\n\x03\x63\x61p\x18\x01 \x01(\x04\x12\x15\n\rtotal_granted\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_staked\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llowance_calls\x18\x04 \x01(\x04\x12+\n\x06shards\x18\x05 \x03(\x0b\x32\x1b.canistry.hub.v1.ShardGrant\"`\n\x0bGrantRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07granted\x18\x02 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x04\x12\x14\n\x0cstaked_delta\x18\x04 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x05 \x01(\x04\"\xcb\x02\n\x0bShardRecord\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12(\n\x04step\x18\x02 \x01(\x0e\x32\x1a.canistry.hub.v1.SpawnStep\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61ta_dir\x18\x06 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x04\x12\x10\n\x08restarts\x18\x08 \x01(\r\x12\x18\n\x10template_version\x18\t \x01(\t\x12\x0c\n\x04warm\x18\n \x01(\x08\x12\x17\n\x0frestart_delay_s\x18\x0b \x01(\x01\x12\x17\n\x0frestarted_at_ms\x18\x0c \x01(\x04\x12\x15\n\rdecided_at_ms\x18\r \x01(\x04\x12\x18\n\x10registered_at_ms\x18\x0e \x01(\x04\x12\x0e\n\x06python\x18\x0f \x01(\t\"G\n\x0f\x41\x64optedTemplate\x12\x0e\n\x06python\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bproposal_id\x18\x03 \x01(\x04\"\x16\n\x14ListHubShardsRequest\"9\n\tHubShards\x12,\n\x06shards\x18\x01 \x03(\x0b\x32\x1c.canistry.hub.v1.ShardRecord\"\x15\n\x13GetHubConfigRequest\"\xe7\x03\n\tHubConfig\x12\x0b\n\x03\x63\x61p\x18\x01 \x01(\x04\x12\x12\n\nsoft_limit\x18\x02 \x01(\x04\x12\x12\n\nhard_limit\x18\x03 \x01(\x04\x12\x12\n\nmin_shards\x18\x04 \x01(\r\x12\x18\n\x10scale_interval_s\x18\x05 \x01(\x01\x12\x16\n\x0e\x62\x61se_allowance\x18\x06 \x01(\x04\x12\x11\n\tmax_grant\x18\x07 \x01(\x04\x12\x0f\n\x07spawner\x18\x08 \x01(\t\x12\x18\n\x10template_version\x18\t \x01(\t\x12\x18\n\x10registry_address\x18\n \x01(\t\x12\x17\n\x0f\x63ontent_address\x18\x0b \x01(\t\x12\x1b\n\x13\x64\x61ily_attempt_limit\x18\x0c \x01(\r\x12\x19\n\x11\x64\x61ily_token_limit\x18\r \x01(\x04\x12\x1d\n\x15shard_start_timeout_s\x18\x0e \x01(\x01\x12\x11\n\twarm_pool\x18\x10 \x01(\r\x12\x12\n\nmax_shards\x18\x11 \x01(\r\x12\x17\n\x0fvoting_period_s\x18\x12 \x01(\x01\x12\x1a\n\x12proposal_min_stake\x18\x13 \x01(\x04\x12\x1b\n\x13rollout_concurrency\x18\x14 \x01(\rJ\x04\x08\x0f\x10\x10R\x18shard_commit_per_request\"\\\n\x0eProposalAction\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\t\"U\n\x0bShardResult\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\t\"\xdf\x02\n\x08Proposal\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x1f.canistry.hub.v1.ProposalAction\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x10\n\x08proposer\x18\x05 \x01(\t\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.canistry.hub.v1.ProposalState\x12\x0b\n\x03yes\x18\x07 \x01(\x04\x12\n\n\x02no\x18\x08 \x01(\x04\x12\x1a\n\x12total_voting_power\x18\t \x01(\x04\x12\x15\n\rcreated_at_ms\x18\n \x01(\x04\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x0b \x01(\x04\x12\x15\n\rdecided_at_ms\x18\x0c \x01(\x04\x12-\n\x07results\x18\r \x03(\x0b\x32\x1c.canistry.hub.v1.ShardResult\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\"\x92\x01\n\x15\x43reateProposalRequest\x12\x10\n\x08proposer\x18\x01 \x01(\t\x12\x16\n\x0eproposer_stake\x18\x02 \x01(\x04\x12/\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x1f.canistry.hub.v1.ProposalAction\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\" \n\x12GetProposalRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"5\n\x14ListProposalsRequest\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"Q\n\x0cProposalPage\x12,\n\tproposals\x18\x01 \x03(\x0b\x32\x19.canistry.hub.v1.Proposal\x12\x13\n\x0bnext_before\x18\x02 \x01(\x04\"Q\n\x04Vote\x12\x13\n\x0bproposal_id\x18\x01 \x01(\x04\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0b\n\x03yes\x18\x03 \x01(\x08\x12\x14\n\x0cvoting_power\x18\x04 \x01(\x04\"C\n\tVoteBatch\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12$\n\x05votes\x18\x02 \x03(\x0b\x32\x15.canistry.hub.v1.Vote\"\x8d\x01\n\x0bVoteOutcome\x12\x13\n\x0bproposal_id\x18\x01 \x01(\x04\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0b\n\x03yes\x18\x04 \x01(\x04\x12\n\n\x02no\x18\x05 \x01(\x04\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.canistry.hub.v1.ProposalState\"@\n\x0eVoteBatchReply\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.canistry.hub.v1.VoteOutcome*\xdb\x01\n\tSpawnStep\x12\x1a\n\x16SPAWN_STEP_UNSPECIFIED\x10\x00\x12\x18\n\x14SPAWN_STEP_ALLOCATED\x10\x01\x12\x1e\n\x1aSPAWN_STEP_IDENTITY_ISSUED\x10\x02\x12\x16\n\x12SPAWN_STEP_STARTED\x10\x03\x12\x16\n\x12SPAWN_STEP_HEALTHY\x10\x04\x12\x19\n\x15SPAWN_STEP_REGISTERED\x10\x05\x12\x18\n\x14SPAWN_STEP_ABANDONED\x10\x06\x12\x13\n\x0fSPAWN_STEP_WARM\x10\x07*\xd7\x01\n\rProposalState\x12\x1e\n\x1aPROPOSAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13PROPOSAL_STATE_OPEN\x10\x01\x12\x1a\n\x16PROPOSAL_STATE_ADOPTED\x10\x02\x12\x1b\n\x17PROPOSAL_STATE_REJECTED\x10\x03\x12\x1c\n\x18PROPOSAL_STATE_EXECUTING\x10\x04\x12\x1b\n\x17PROPOSAL_STATE_EXECUTED\x10\x05\x12\x19\n\x15PROPOSAL_STATE_FAILED\x10\x06\x32\xf9\x05\n\x03Hub\x12V\n\x10RequestAllowance\x12!.canistry.hub.v1.AllowanceRequest\x1a\x1f.canistry.hub.v1.AllowanceGrant\x12^\n\x0e\x45nsureCapacity\x12&.canistry.hub.v1.EnsureCapacityRequest\x1a$.canistry.hub.v1.EnsureCapacityReply\x12M\n\x0bGetTreasury\x12#.canistry.hub.v1.GetTreasuryRequest\x1a\x19.canistry.hub.v1.Treasury\x12R\n\rListHubShards\x12%.canistry.hub.v1.ListHubShardsRequest\x1a\x1a.canistry.hub.v1.HubShards\x12P\n\x0cGetHubConfig\x12$.canistry.hub.v1.GetHubConfigRequest\x1a\x1a.canistry.hub.v1.HubConfig\x12S\n\x0e\x43reateProposal\x12&.canistry.hub.v1.CreateProposalRequest\x1a\x19.canistry.hub.v1.Proposal\x12M\n\x0bGetProposal\x12#.canistry.hub.v1.GetProposalRequest\x1a\x19.canistry.hub.v1.Proposal\x12U\n\rListProposals\x12%.canistry.hub.v1.ListProposalsRequest\x1a\x1d.canistry.hub.v1.ProposalPage\x12J\n\x0bReportVotes\x12\x1a.canistry.hub.v1.VoteBatch\x1a\x1f.canistry.hub.v1.VoteBatchReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10protos/hub.proto\x12\x0f\x63\x61nistry.hub.v1\"W\n\x10\x41llowanceRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x04\x12\x14\n\x0cstaked_delta\x18\x04 \x01(\x04\"`\n\x0e\x41llowanceGrant\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0f\n\x07granted\x18\x03 \x01(\x04\x12\x1e\n\x16total_granted_to_shard\x18\x04 \x01(\x04\"\x17\n\x15\x45nsureCapacityRequest\"G\n\x13\x45nsureCapacityReply\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x14\n\x12GetTreasuryRequest\"Q\n\nShardGrant\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07granted\x18\x02 \x01(\x04\x12\x0e\n\x06staked\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\"\x8a\x01\n\x08Treasury\x12\x0b\n\x03\x63\x61p\x18\x01 \x01(\x04\x12\x15\n\rtotal_granted\x18\x02 \x01(\x04\x12\x14\n\x0ctotal_staked\x18\x03 \x01(\x04\x12\x17\n\x0f\x61llowance_calls\x18\x04 \x01(\x04\x12+\n\x06shards\x18\x05 \x03(\x0b\x32\x1b.canistry.hub.v1.ShardGrant\"`\n\x0bGrantRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07granted\x18\x02 \x01(\x04\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x04\x12\x14\n\x0cstaked_delta\x18\x04 \x01(\x04\x12\r\n\x05\x61t_ms\x18\x05 \x01(\x04\"\x87\x03\n\x0bShardRecord\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12(\n\x04step\x18\x02 \x01(\x0e\x32\x1a.canistry.hub.v1.SpawnStep\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\r\x12\x0b\n\x03pid\x18\x05 \x01(\x03\x12\x10\n\x08\x64\x61ta_dir\x18\x06 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x07 \x01(\x04\x12\x10\n\x08restarts\x18\x08 \x01(\r\x12\x18\n\x10template_version\x18\t \x01(\t\x12\x0c\n\x04warm\x18\n \x01(\x08\x12\x17\n\x0frestart_delay_s\x18\x0b \x01(\x01\x12\x17\n\x0frestarted_at_ms\x18\x0c \x01(\x04\x12\x15\n\rdecided_at_ms\x18\r \x01(\x04\x12\x18\n\x10registered_at_ms\x18\x0e \x01(\x04\x12\x0e\n\x06python\x18\x0f \x01(\t\x12\x17\n\x0fprevious_python\x18\x10 \x01(\t\x12!\n\x19previous_template_version\x18\x11 \x01(\t\"G\n\x0f\x41\x64optedTemplate\x12\x0e\n\x06python\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bproposal_id\x18\x03 \x01(\x04\"\x16\n\x14ListHubShardsRequest\"9\n\tHubShards\x12,\n\x06shards\x18\x01 \x03(\x0b\x32\x1c.canistry.hub.v1.ShardRecord\"\x15\n\x13GetHubConfigRequest\"\xe7\x03\n\tHubConfig\x12\x0b\n\x03\x63\x61p\x18\x01 \x01(\x04\x12\x12\n\nsoft_limit\x18\x02 \x01(\x04\x12\x12\n\nhard_limit\x18\x03 \x01(\x04\x12\x12\n\nmin_shards\x18\x04 \x01(\r\x12\x18\n\x10scale_interval_s\x18\x05 \x01(\x01\x12\x16\n\x0e\x62\x61se_allowance\x18\x06 \x01(\x04\x12\x11\n\tmax_grant\x18\x07 \x01(\x04\x12\x0f\n\x07spawner\x18\x08 \x01(\t\x12\x18\n\x10template_version\x18\t \x01(\t\x12\x18\n\x10registry_address\x18\n \x01(\t\x12\x17\n\x0f\x63ontent_address\x18\x0b \x01(\t\x12\x1b\n\x13\x64\x61ily_attempt_limit\x18\x0c \x01(\r\x12\x19\n\x11\x64\x61ily_token_limit\x18\r \x01(\x04\x12\x1d\n\x15shard_start_timeout_s\x18\x0e \x01(\x01\x12\x11\n\twarm_pool\x18\x10 \x01(\r\x12\x12\n\nmax_shards\x18\x11 \x01(\r\x12\x17\n\x0fvoting_period_s\x18\x12 \x01(\x01\x12\x1a\n\x12proposal_min_stake\x18\x13 \x01(\x04\x12\x1b\n\x13rollout_concurrency\x18\x14 \x01(\rJ\x04\x08\x0f\x10\x10R\x18shard_commit_per_request\"\\\n\x0eProposalAction\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\t\"U\n\x0bShardResult\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x18\n\x10template_version\x18\x04 \x01(\t\"\xdf\x02\n\x08Proposal\x12\n\n\x02id\x18\x01 \x01(\x04\x12/\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32\x1f.canistry.hub.v1.ProposalAction\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x10\n\x08proposer\x18\x05 \x01(\t\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.canistry.hub.v1.ProposalState\x12\x0b\n\x03yes\x18\x07 \x01(\x04\x12\n\n\x02no\x18\x08 \x01(\x04\x12\x1a\n\x12total_voting_power\x18\t \x01(\x04\x12\x15\n\rcreated_at_ms\x18\n \x01(\x04\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x0b \x01(\x04\x12\x15\n\rdecided_at_ms\x18\x0c \x01(\x04\x12-\n\x07results\x18\r \x03(\x0b\x32\x1c.canistry.hub.v1.ShardResult\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\"\x92\x01\n\x15\x43reateProposalRequest\x12\x10\n\x08proposer\x18\x01 \x01(\t\x12\x16\n\x0eproposer_stake\x18\x02 \x01(\x04\x12/\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x1f.canistry.hub.v1.ProposalAction\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0f\n\x07summary\x18\x05 \x01(\t\" \n\x12GetProposalRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"5\n\x14ListProposalsRequest\x12\x0e\n\x06\x62\x65\x66ore\x18\x01 \x01(\x04\x12\r\n\x05limit\x18\x02 \x01(\r\"Q\n\x0cProposalPage\x12,\n\tproposals\x18\x01 \x03(\x0b\x32\x19.canistry.hub.v1.Proposal\x12\x13\n\x0bnext_before\x18\x02 \x01(\x04\"Q\n\x04Vote\x12\x13\n\x0bproposal_id\x18\x01 \x01(\x04\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0b\n\x03yes\x18\x03 \x01(\x08\x12\x14\n\x0cvoting_power\x18\x04 \x01(\x04\"C\n\tVoteBatch\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12$\n\x05votes\x18\x02 \x03(\x0b\x32\x15.canistry.hub.v1.Vote\"\x8d\x01\n\x0bVoteOutcome\x12\x13\n\x0bproposal_id\x18\x01 \x01(\x04\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0b\n\x03yes\x18\x04 \x01(\x04\x12\n\n\x02no\x18\x05 \x01(\x04\x12-\n\x05state\x18\x06 \x01(\x0e\x32\x1e.canistry.hub.v1.ProposalState\"@\n\x0eVoteBatchReply\x12.\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1c.canistry.hub.v1.VoteOutcome*\xdb\x01\n\tSpawnStep\x12\x1a\n\x16SPAWN_STEP_UNSPECIFIED\x10\x00\x12\x18\n\x14SPAWN_STEP_ALLOCATED\x10\x01\x12\x1e\n\x1aSPAWN_STEP_IDENTITY_ISSUED\x10\x02\x12\x16\n\x12SPAWN_STEP_STARTED\x10\x03\x12\x16\n\x12SPAWN_STEP_HEALTHY\x10\x04\x12\x19\n\x15SPAWN_STEP_REGISTERED\x10\x05\x12\x18\n\x14SPAWN_STEP_ABANDONED\x10\x06\x12\x13\n\x0fSPAWN_STEP_WARM\x10\x07*\xd7\x01\n\rProposalState\x12\x1e\n\x1aPROPOSAL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13PROPOSAL_STATE_OPEN\x10\x01\x12\x1a\n\x16PROPOSAL_STATE_ADOPTED\x10\x02\x12\x1b\n\x17PROPOSAL_STATE_REJECTED\x10\x03\x12\x1c\n\x18PROPOSAL_STATE_EXECUTING\x10\x04\x12\x1b\n\x17PROPOSAL_STATE_EXECUTED\x10\x05\x12\x19\n\x15PROPOSAL_STATE_FAILED\x10\x06\x32\xf9\x05\n\x03Hub\x12V\n\x10RequestAllowance\x12!.canistry.hub.v1.AllowanceRequest\x1a\x1f.canistry.hub.v1.AllowanceGrant\x12^\n\x0e\x45nsureCapacity\x12&.canistry.hub.v1.EnsureCapacityRequest\x1a$.canistry.hub.v1.EnsureCapacityReply\x12M\n\x0bGetTreasury\x12#.canistry.hub.v1.GetTreasuryRequest\x1a\x19.canistry.hub.v1.Treasury\x12R\n\rListHubShards\x12%.canistry.hub.v1.ListHubShardsRequest\x1a\x1a.canistry.hub.v1.HubShards\x12P\n\x0cGetHubConfig\x12$.canistry.hub.v1.GetHubConfigRequest\x1a\x1a.canistry.hub.v1.HubConfig\x12S\n\x0e\x43reateProposal\x12&.canistry.hub.v1.CreateProposalRequest\x1a\x19.canistry.hub.v1.Proposal\x12M\n\x0bGetProposal\x12#.canistry.hub.v1.GetProposalRequest\x1a\x19.canistry.hub.v1.Proposal\x12U\n\rListProposals\x12%.canistry.hub.v1.ListProposalsRequest\x1a\x1d.canistry.hub.v1.ProposalPage\x12J\n\x0bReportVotes\x12\x1a.canistry.hub.v1.VoteBatch\x1a\x1f.canistry.hub.v1.VoteBatchReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.hub_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SPAWNSTEP']._serialized_start=2888
-  _globals['_SPAWNSTEP']._serialized_end=3107
-  _globals['_PROPOSALSTATE']._serialized_start=3110
-  _globals['_PROPOSALSTATE']._serialized_end=3325
+  _globals['_SPAWNSTEP']._serialized_start=2948
+  _globals['_SPAWNSTEP']._serialized_end=3167
+  _globals['_PROPOSALSTATE']._serialized_start=3170
+  _globals['_PROPOSALSTATE']._serialized_end=3385
   _globals['_ALLOWANCEREQUEST']._serialized_start=37
   _globals['_ALLOWANCEREQUEST']._serialized_end=124
   _globals['_ALLOWANCEGRANT']._serialized_start=126
@@ -52,39 +52,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRANTRECORD']._serialized_start=568
   _globals['_GRANTRECORD']._serialized_end=664
   _globals['_SHARDRECORD']._serialized_start=667
-  _globals['_SHARDRECORD']._serialized_end=998
-  _globals['_ADOPTEDTEMPLATE']._serialized_start=1000
-  _globals['_ADOPTEDTEMPLATE']._serialized_end=1071
-  _globals['_LISTHUBSHARDSREQUEST']._serialized_start=1073
-  _globals['_LISTHUBSHARDSREQUEST']._serialized_end=1095
-  _globals['_HUBSHARDS']._serialized_start=1097
-  _globals['_HUBSHARDS']._serialized_end=1154
-  _globals['_GETHUBCONFIGREQUEST']._serialized_start=1156
-  _globals['_GETHUBCONFIGREQUEST']._serialized_end=1177
-  _globals['_HUBCONFIG']._serialized_start=1180
-  _globals['_HUBCONFIG']._serialized_end=1667
-  _globals['_PROPOSALACTION']._serialized_start=1669
-  _globals['_PROPOSALACTION']._serialized_end=1761
-  _globals['_SHARDRESULT']._serialized_start=1763
-  _globals['_SHARDRESULT']._serialized_end=1848
-  _globals['_PROPOSAL']._serialized_start=1851
-  _globals['_PROPOSAL']._serialized_end=2202
-  _globals['_CREATEPROPOSALREQUEST']._serialized_start=2205
-  _globals['_CREATEPROPOSALREQUEST']._serialized_end=2351
-  _globals['_GETPROPOSALREQUEST']._serialized_start=2353
-  _globals['_GETPROPOSALREQUEST']._serialized_end=2385
-  _globals['_LISTPROPOSALSREQUEST']._serialized_start=2387
-  _globals['_LISTPROPOSALSREQUEST']._serialized_end=2440
-  _globals['_PROPOSALPAGE']._serialized_start=2442
-  _globals['_PROPOSALPAGE']._serialized_end=2523
-  _globals['_VOTE']._serialized_start=2525
-  _globals['_VOTE']._serialized_end=2606
-  _globals['_VOTEBATCH']._serialized_start=2608
-  _globals['_VOTEBATCH']._serialized_end=2675
-  _globals['_VOTEOUTCOME']._serialized_start=2678
-  _globals['_VOTEOUTCOME']._serialized_end=2819
-  _globals['_VOTEBATCHREPLY']._serialized_start=2821
-  _globals['_VOTEBATCHREPLY']._serialized_end=2885
-  _globals['_HUB']._serialized_start=3328
-  _globals['_HUB']._serialized_end=4089
+  _globals['_SHARDRECORD']._serialized_end=1058
+  _globals['_ADOPTEDTEMPLATE']._serialized_start=1060
+  _globals['_ADOPTEDTEMPLATE']._serialized_end=1131
+  _globals['_LISTHUBSHARDSREQUEST']._serialized_start=1133
+  _globals['_LISTHUBSHARDSREQUEST']._serialized_end=1155
+  _globals['_HUBSHARDS']._serialized_start=1157
+  _globals['_HUBSHARDS']._serialized_end=1214
+  _globals['_GETHUBCONFIGREQUEST']._serialized_start=1216
+  _globals['_GETHUBCONFIGREQUEST']._serialized_end=1237
+  _globals['_HUBCONFIG']._serialized_start=1240
+  _globals['_HUBCONFIG']._serialized_end=1727
+  _globals['_PROPOSALACTION']._serialized_start=1729
+  _globals['_PROPOSALACTION']._serialized_end=1821
+  _globals['_SHARDRESULT']._serialized_start=1823
+  _globals['_SHARDRESULT']._serialized_end=1908
+  _globals['_PROPOSAL']._serialized_start=1911
+  _globals['_PROPOSAL']._serialized_end=2262
+  _globals['_CREATEPROPOSALREQUEST']._serialized_start=2265
+  _globals['_CREATEPROPOSALREQUEST']._serialized_end=2411
+  _globals['_GETPROPOSALREQUEST']._serialized_start=2413
+  _globals['_GETPROPOSALREQUEST']._serialized_end=2445
+  _globals['_LISTPROPOSALSREQUEST']._serialized_start=2447
+  _globals['_LISTPROPOSALSREQUEST']._serialized_end=2500
+  _globals['_PROPOSALPAGE']._serialized_start=2502
+  _globals['_PROPOSALPAGE']._serialized_end=2583
+  _globals['_VOTE']._serialized_start=2585
+  _globals['_VOTE']._serialized_end=2666
+  _globals['_VOTEBATCH']._serialized_start=2668
+  _globals['_VOTEBATCH']._serialized_end=2735
+  _globals['_VOTEOUTCOME']._serialized_start=2738
+  _globals['_VOTEOUTCOME']._serialized_end=2879
+  _globals['_VOTEBATCHREPLY']._serialized_start=2881
+  _globals['_VOTEBATCHREPLY']._serialized_end=2945
+  _globals['_HUB']._serialized_start=3388
+  _globals['_HUB']._serialized_end=4149
 # @@protoc_insertion_point(module_scope)

@@ -312,6 +312,8 @@ class ShardRecord(_message.Message):
     DECIDED_AT_MS_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_MS_FIELD_NUMBER: _builtins.int
     PYTHON_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PYTHON_FIELD_NUMBER: _builtins.int
+    PREVIOUS_TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     step: Global___SpawnStep.ValueType
     address: _builtins.str
@@ -335,6 +337,11 @@ class ShardRecord(_message.Message):
     """The interpreter this shard runs on (`process`); empty: the hub's own. Set
     from the adopted template (an upgrade proposal stakers adopted).
     """
+    previous_python: _builtins.str
+    """The template this shard ran before an upgrade moved it (its rollback target,
+    kept so that a hub restarted mid-rollout can still roll it back).
+    """
+    previous_template_version: _builtins.str
     def __init__(
         self,
         *,
@@ -353,10 +360,12 @@ class ShardRecord(_message.Message):
         decided_at_ms: _builtins.int = ...,
         registered_at_ms: _builtins.int = ...,
         python: _builtins.str = ...,
+        previous_python: _builtins.str = ...,
+        previous_template_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "decided_at_ms", b"decided_at_ms", "pid", b"pid", "port", b"port", "python", b"python", "registered_at_ms", b"registered_at_ms", "restart_delay_s", b"restart_delay_s", "restarted_at_ms", b"restarted_at_ms", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version", "warm", b"warm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "decided_at_ms", b"decided_at_ms", "pid", b"pid", "port", b"port", "previous_python", b"previous_python", "previous_template_version", b"previous_template_version", "python", b"python", "registered_at_ms", b"registered_at_ms", "restart_delay_s", b"restart_delay_s", "restarted_at_ms", b"restarted_at_ms", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
