@@ -273,3 +273,27 @@ async def test_only_a_python_with_canistry_is_a_template(tmp_path: Path) -> None
     for bad in ("/bin/sh", "python3", str(tmp_path / "python3")):
         with pytest.raises(InvalidArgument):
             await resolve_process_template(bad)
+
+
+async def test_governance_policy_is_fixed_at_init_and_filled_in_for_older_configs(
+    tmp_path: Path,
+) -> None:
+    store = HubStore(tmp_path / "old", durable=False)
+    await store.start()
+    try:
+        older = hub_pb2.HubConfig(cap=10, max_shards=4)  # stored before governance existed
+        await store.init_config(older)
+        wanted = hub_pb2.HubConfig(cap=10, max_shards=4, voting_period_s=3.0,
+                                   proposal_min_stake=5, rollout_concurrency=2)  # fmt: skip
+        stored, differences = await store.init_config(wanted)
+        assert (stored.voting_period_s, stored.proposal_min_stake, stored.rollout_concurrency) == (
+            3.0, 5, 2
+        )  # fmt: skip
+        assert differences == []
+        later = hub_pb2.HubConfig(cap=10, max_shards=4, voting_period_s=1.0,
+                                  proposal_min_stake=1, rollout_concurrency=9)  # fmt: skip
+        stored, differences = await store.init_config(later)  # a restart cannot change them
+        assert stored.voting_period_s == 3.0
+        assert set(differences) == {"voting_period_s", "proposal_min_stake", "rollout_concurrency"}
+    finally:
+        await store.stop()
