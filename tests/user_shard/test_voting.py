@@ -26,9 +26,12 @@ class Hub:
         self.batches: list[list[tuple[int, str]]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.entered = asyncio.Event()
+        """Set when a call reaches the hub."""
         self.down = False
 
     async def send(self, votes: Sequence[hub_pb2.Vote]) -> list[hub_pb2.VoteOutcome]:
+        self.entered.set()
         await self.gate.wait()
         if self.down:
             raise Unavailable("hub down")
@@ -82,12 +85,11 @@ async def test_votes_cast_while_a_report_is_in_flight_leave_together(store: Shar
     hub.gate.clear()
     await store.record_vote(users[0], 1, yes=True, now_ms=0)
     first = asyncio.create_task(reporter.report(1, users[0]))
-    await asyncio.sleep(0.01)  # the first call is out, held at the hub
+    await hub.entered.wait()  # the first call is out, held at the hub
     rest = []
     for u in users[1:]:
         await store.record_vote(u, 1, yes=False, now_ms=0)
         rest.append(asyncio.create_task(reporter.report(1, u)))
-    await asyncio.sleep(0.01)
     hub.gate.set()
     outcomes = await asyncio.gather(first, *rest)
     assert [o.status for o in outcomes] == ["counted"] * 4
