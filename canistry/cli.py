@@ -46,7 +46,8 @@ _UP_FLAGS = (
     "data_dir", "port", "gateway_workers", "register_rate", "register_burst", "soft_limit",
     "hard_limit", "min_shards", "max_shards", "scale_interval_s", "content_pack", "cap",
     "base_allowance", "daily_attempt_limit", "daily_token_limit", "warm_pool", "content_replicas",
-    "stall_timeout_s", "cors_origins",
+    "stall_timeout_s", "cors_origins", "voting_period_s", "proposal_min_stake",
+    "rollout_concurrency",
 )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ __all__ = ["ClusterStatus", "NoCluster", "fetch_status", "metrics_endpoints", "r
 _STATE = {
     registry_pb2.SHARD_STATE_ACTIVE: "active",
     registry_pb2.SHARD_STATE_FULL: "full",
+    registry_pb2.SHARD_STATE_DISABLED: "disabled",
 }
 
 
@@ -48,6 +49,8 @@ class ShardRow:
     staked: int | None = None
     pending: int | None = None
     granted: int | None = None
+    version: str = ""
+    """The canistry version the shard process says it runs."""
 
 
 @dataclass
@@ -75,6 +78,7 @@ async def _shard_row(info: registry_pb2.ShardInfo, tls: TLSConfig | None) -> Sha
         return row
     row.allowance_left, row.staked = s.allowance_remaining, s.credited_total
     row.pending, row.granted = s.pending_total, s.granted_total
+    row.version = s.version
     return row
 
 
@@ -165,15 +169,16 @@ def render_status(status: ClusterStatus, out: TextIO) -> None:
         f"Hub {status.hub}   soft/hard limit {cfg.soft_limit:,}/{cfg.hard_limit:,} users", file=out
     )
     print("", file=out)
-    headers = ("SHARD", "ADDRESS", "STATE", "USERS", "ALLOWANCE LEFT", "STAKED", "PENDING")
+    headers = ("SHARD", "ADDRESS", "STATE", "VERSION", "USERS", "ALLOWANCE LEFT", "STAKED",
+               "PENDING")  # fmt: skip
     rows = [
-        (r.shard_id, r.address, r.state, _num(r.users), _num(r.allowance_left), _num(r.staked),
-         _num(r.pending))
+        (r.shard_id, r.address, r.state, r.version or "-", _num(r.users), _num(r.allowance_left),
+         _num(r.staked), _num(r.pending))
         for r in status.shards
     ]  # fmt: skip
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
               for i, h in enumerate(headers)]  # fmt: skip
-    line = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    line = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
     print(line.format(*headers), file=out)
     for row in rows:
         print(line.format(*row), file=out)

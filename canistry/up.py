@@ -97,6 +97,12 @@ class UpConfig:
     max_shards: int = HubSettings.max_shards
     """The most shards the hub ever creates (fixed at first start); past it new users
     get 503 no-capacity with Retry-After."""
+    voting_period_s: float = HubSettings.voting_period_s
+    """How long a governance proposal stays open for votes (fixed at first start)."""
+    proposal_min_stake: int = HubSettings.proposal_min_stake
+    """The least stake that may make a proposal (fixed at first start)."""
+    rollout_concurrency: int = HubSettings.rollout_concurrency
+    """Shards an adopted upgrade restarts at once (fixed at first start)."""
     content_replicas: int = field(default_factory=default_content_replicas)
     """Content service processes sharing one port (SO_REUSEPORT) and one LMDB file: many
     readers; every shard's verifications spread over them."""
@@ -131,6 +137,7 @@ class UpConfig:
 _HUB_POLICY = (
     "cap", "soft_limit", "hard_limit", "min_shards", "scale_interval_s", "base_allowance",
     "daily_attempt_limit", "daily_token_limit", "warm_pool", "max_shards",
+    "voting_period_s", "proposal_min_stake", "rollout_concurrency",
 )  # fmt: skip
 
 
@@ -204,8 +211,9 @@ class Cluster:
         if stored is None:
             return
         c = self.config
-        if stored.max_shards == 0:  # stored before the field existed: the hub fixes it now
-            stored.max_shards = c.max_shards
+        for late in ("max_shards", "voting_period_s", "proposal_min_stake", "rollout_concurrency"):
+            if not getattr(stored, late):  # stored before the field existed: the hub fixes it now
+                setattr(stored, late, getattr(c, late))
         asked = hub_pb2.HubConfig(**{name: getattr(c, name) for name in _HUB_POLICY})
         notes = kept_notes(stored, asked, list(_HUB_POLICY))
         if not notes:
@@ -242,6 +250,9 @@ class Cluster:
                 "--daily-token-limit", str(c.daily_token_limit),
                 *([] if c.shard_group_commit else ["--shard-commit-per-request"]),
                 *(["--warm-pool", str(c.warm_pool)] if c.warm_pool else []),
+                "--voting-period", str(c.voting_period_s),
+                "--proposal-min-stake", str(c.proposal_min_stake),
+                "--rollout-concurrency", str(c.rollout_concurrency),
             ],
         }  # fmt: skip
         for name, extra in specs.items():

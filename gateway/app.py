@@ -31,6 +31,7 @@ from gateway.fast_routes import (
     install_fast_routes,
     signed_path,
 )
+from gateway.governance_routes import install_governance_routes
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gateway.idempotency import MAX_KEY as MAX_IDEMPOTENCY_KEY
 from gateway.problems import MEDIA_TYPE
@@ -287,6 +288,10 @@ def create_app(
     )
     async def cluster(request: Request) -> Response:
         return _json(await _gateway(request).cluster())
+
+    install_governance_routes(
+        app, signed=SignedRequest, idempotency_key=IdempotencyKey, problems=_problems, json=_json
+    )
 
     @app.get("/healthz", response_model=models.Health, summary="Liveness")
     async def healthz(request: Request) -> Response:

@@ -316,10 +316,10 @@ class Gateway(Lifecycle):
         cached = self._cluster.get("")
         if cached is not None:
             return cached
-        directory, treasury = await asyncio.gather(
-            self.upstream.list_shards(), self.upstream.treasury()
+        directory, treasury, versions = await asyncio.gather(
+            self.upstream.list_shards(), self.upstream.treasury(), self.upstream.shard_versions()
         )
-        body = views.dumps(views.cluster_view(directory, treasury))
+        body = views.dumps(views.cluster_view(directory, treasury, versions))
         self._cluster.put("", body)
         return body
 

@@ -183,9 +183,10 @@ class SubmissionResult(BaseModel):
 
 class ShardView(BaseModel):
     id: str
-    state: Literal["active", "full", "unknown"]
+    state: Literal["active", "full", "disabled", "unknown"]
     users: int
     capacity: int
+    template_version: str
 
 
 class ClusterView(BaseModel):

@@ -89,6 +89,11 @@ _TITLES = {
     "headers-too-large": "Request headers too large",
     "malformed-request": "Malformed HTTP request",
     "store-full": "Storage full",
+    "shard-disabled": "Shard disabled by governance",
+    "not-enough-stake": "Not enough stake",
+    "already-voted": "Already voted",
+    "proposal-decided": "Proposal already decided",
+    "unknown-proposal": "Unknown proposal",
 }
 
 _DAY_S = 86_400

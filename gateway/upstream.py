@@ -248,6 +248,17 @@ class Upstream:
         )
         return treasury
 
+    async def shard_versions(self) -> dict[str, str]:
+        """The template version each hub-created shard runs (empty if the hub cannot say)."""
+        request = hub_pb2.ListHubShardsRequest()
+        try:
+            shards: hub_pb2.HubShards = await self._read(
+                "hub", lambda t: self.hub.ListHubShards(request, timeout=t)
+            )
+        except CanistryError:
+            return {}
+        return {r.shard_id: r.template_version for r in shards.shards}
+
 
 def _not_registered(principal: str, exc: CanistryError) -> CanistryError:
     if isinstance(exc, UnknownUser):

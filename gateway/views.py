@@ -19,7 +19,11 @@ __all__ = [
     "unit_view",
 ]
 
-_STATES = {registry_pb2.SHARD_STATE_ACTIVE: "active", registry_pb2.SHARD_STATE_FULL: "full"}
+_STATES = {
+    registry_pb2.SHARD_STATE_ACTIVE: "active",
+    registry_pb2.SHARD_STATE_FULL: "full",
+    registry_pb2.SHARD_STATE_DISABLED: "disabled",
+}
 
 
 def dumps(doc: Any) -> bytes:
@@ -108,7 +112,13 @@ def unit_page_view(page: content_pb2.ListUnitsReply) -> dict[str, Any]:
     }
 
 
-def cluster_view(d: registry_pb2.ShardDirectory, t: hub_pb2.Treasury) -> dict[str, Any]:
+def cluster_view(
+    d: registry_pb2.ShardDirectory,
+    t: hub_pb2.Treasury,
+    versions: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``versions``: the template version each shard runs, as the hub recorded it."""
+    versions = versions or {}
     return {
         "shards": [
             {
@@ -116,6 +126,7 @@ def cluster_view(d: registry_pb2.ShardDirectory, t: hub_pb2.Treasury) -> dict[st
                 "state": _STATES.get(s.state, "unknown"),
                 "users": s.users,
                 "capacity": s.hard_limit or d.hard_limit,
+                "template_version": versions.get(s.shard_id, ""),
             }
             for s in d.shards
         ],

@@ -52,6 +52,9 @@ POLICY_FIELDS = (
     "shard_start_timeout_s",
     "warm_pool",
     "max_shards",
+    "voting_period_s",
+    "proposal_min_stake",
+    "rollout_concurrency",
 )
 
 #: Shards a hub creates at most unless told otherwise (each is a process on this host).
@@ -59,6 +62,10 @@ DEFAULT_MAX_SHARDS = 64
 #: Shard starts the supervisor runs at once, and the least seconds between two.
 DEFAULT_START_CONCURRENCY = 4
 DEFAULT_START_INTERVAL_S = 0.25
+
+#: Governance defaults: four days to vote, one unit's reward to propose.
+DEFAULT_VOTING_PERIOD_S = 4 * 24 * 3600.0
+DEFAULT_PROPOSAL_MIN_STAKE = 100
 
 #: The most warm shards a hub may keep (each is a running process doing nothing).
 MAX_WARM_POOL = 16
@@ -123,6 +130,12 @@ class HubSettings:
     """The most shards the hub ever creates, warm ones included (abandoned spawns do not
     count). At it the hub spawns nothing more; registrations past the last shard's hard
     limit then get the registry's no-capacity answer (503 with Retry-After at the gateway)."""
+    voting_period_s: float = DEFAULT_VOTING_PERIOD_S
+    """How long a governance proposal stays open for votes (a late swing extends it)."""
+    proposal_min_stake: int = DEFAULT_PROPOSAL_MIN_STAKE
+    """The least staked balance a user needs to make a proposal (at least 1)."""
+    rollout_concurrency: int = 1
+    """Shards an adopted upgrade restarts at once."""
     start_concurrency: int = DEFAULT_START_CONCURRENCY
     """Shard processes the supervisor starts at once (each holds its slot until it
     answers healthy, or its start timeout passes): bounds the flood after a restart."""
@@ -174,6 +187,10 @@ class HubSettings:
             raise ValueError(
                 f"max_shards ({self.max_shards}) must be >= 1 and >= min_shards ({self.min_shards})"
             )
+        if self.voting_period_s <= 0 or self.proposal_min_stake < 1:
+            raise ValueError("voting_period_s must be > 0 and proposal_min_stake >= 1")
+        if self.rollout_concurrency < 1:
+            raise ValueError("rollout_concurrency must be >= 1")
         if self.start_concurrency < 1 or self.start_interval_s < 0:
             raise ValueError("start_concurrency must be >= 1 and start_interval_s >= 0")
 
@@ -194,6 +211,9 @@ class HubSettings:
             shard_start_timeout_s=self.shard_start_timeout_s,
             warm_pool=self.warm_pool,
             max_shards=self.max_shards,
+            voting_period_s=self.voting_period_s,
+            proposal_min_stake=self.proposal_min_stake,
+            rollout_concurrency=self.rollout_concurrency,
         )
 
 

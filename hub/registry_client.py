@@ -41,6 +41,15 @@ class RegistryClient:
             )
         return info
 
+    async def set_shard_state(self, shard_id: str, *, disabled: bool) -> registry_pb2.ShardInfo:
+        """Disable a shard (no new users) or enable it again (idempotent)."""
+        async with rpc_errors("registry"):
+            info: registry_pb2.ShardInfo = await self._stub.SetShardState(
+                registry_pb2.SetShardStateRequest(shard_id=shard_id, disabled=disabled),
+                timeout=self.timeout_s,
+            )
+        return info
+
     async def close(self) -> None:
         if not self._closed:
             self._closed = True

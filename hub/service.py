@@ -26,9 +26,11 @@ from hub.clock import Clock, wall_clock_ms
 from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
 from hub.core import Hub
 from hub.docker_spawner import DockerSettings, DockerSpawner, make_docker_spawner, pin_image
+from hub.execution import make_governance
 from hub.grpc_edge import ACCESS, HubServicer
 from hub.pacing import StartPacer
 from hub.registry_client import RegistryClient
+from hub.rollout import Rollout
 from hub.rounds import CapacityRounds
 from hub.spawn_steps import AfterStep, Spawns
 from hub.spawner import ProcessSpawner, ShardTemplate, Spawner
@@ -179,7 +181,12 @@ class HubService(Lifecycle):
             content_address=settings.content_address,
             clock=self.clock,
         )
-        servicer = HubServicer(self.hub)
+        rollout = Rollout(self.store, self.spawner, self.supervisor, healthy, self.registry,
+                          concurrency=policy.rollout_concurrency or 1)  # fmt: skip
+        self.governance = make_governance(
+            self.store, policy, self.registry, tls=tls, upgrade=rollout, clock=self.clock
+        )
+        servicer = HubServicer(self.hub, self.governance)
 
         def add(server: grpc.aio.Server) -> None:
             hub_pb2_grpc.add_HubServicer_to_server(servicer, server)
@@ -191,6 +198,7 @@ class HubService(Lifecycle):
         self.supervisor.register_all()
         self._tasks.spawn(self.supervisor.run(), name="hub-supervisor")
         self._tasks.spawn(self.rounds.run(), name="hub-capacity")
+        self._tasks.spawn(self.governance.run(), name="hub-governance")
         self._tasks.spawn(self._timer(policy.scale_interval_s), name="hub-capacity-timer")
         self.rounds.wake()  # one check at once, so min_shards come up
         log.info("hub_started", address=self.address, **_policy_fields(policy))

@@ -230,14 +230,19 @@ class Spawns:
     def _allocation(self, shard_id: str, warm: bool) -> hub_pb2.ShardRecord:
         address, port = self._place(shard_id)
         now = self.clock()
+        # New shards spawn on the template of the last upgrade stakers adopted, if any.
+        adopted = self.store.adopted_template() or hub_pb2.AdoptedTemplate(
+            version=self.policy.template_version
+        )
         return hub_pb2.ShardRecord(
+            python=adopted.python,
             shard_id=shard_id,
             step=STEP.SPAWN_STEP_ALLOCATED,
             address=address,
             port=port,
             data_dir=str(self.shards_dir / shard_id),
             created_at_ms=now,
-            template_version=self.policy.template_version,
+            template_version=adopted.version,
             warm=warm,
             # A cold spawn is decided now; a warm one when it is promoted.
             decided_at_ms=0 if warm else now,

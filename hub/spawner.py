@@ -128,7 +128,7 @@ class ProcessSpawner:
     def argv(self, record: hub_pb2.ShardRecord) -> list[str]:
         t = self.template
         argv = [
-            sys.executable, "-m", "canistry", "serve", "shard",
+            record.python or sys.executable, "-m", "canistry", "serve", "shard",
             "--shard-id", record.shard_id,
             "--data-dir", record.data_dir,
             "--port", str(record.port),
@@ -164,7 +164,7 @@ class ProcessSpawner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=_child_env(),
+                env=_child_env(record.python),
             )
         write_atomically(data_dir / PID_FILE, f"{proc.pid}\n")
         return proc
@@ -216,9 +216,16 @@ class ProcessSpawner:
             child.poll()
 
 
-def _child_env() -> dict[str, str]:
-    """This environment, with this source tree importable (it is the shard template)."""
+def _child_env(python: str = "") -> dict[str, str]:
+    """This environment, with this source tree importable (it is the shard template).
+
+    A shard on an adopted template's interpreter (``python``) runs the canistry
+    installed in that interpreter's environment: no PYTHONPATH leads it elsewhere.
+    """
     env = dict(os.environ)
+    if python:
+        env.pop("PYTHONPATH", None)
+        return env
     if (_SOURCE_ROOT / "canistry").is_dir():
         parts = [str(_SOURCE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))

@@ -6,7 +6,11 @@ Databases (values are protobuf):
     shards    <shard_id>                                -> ShardRecord
     treasury  "totals"                                  -> Treasury (figures only)
               "shard" NUL <shard_id>                    -> ShardGrant
-    meta      "hub_config" -> HubConfig, "next_shard_number" -> decimal
+    meta      "hub_config" -> HubConfig, "next_shard_number" -> decimal,
+              "next_proposal" -> decimal, "adopted_template" -> AdoptedTemplate
+    proposals <id, 8 bytes big-endian>                  -> Proposal
+    votes     <id, 8 bytes big-endian> <principal>      -> Vote
+              (both written by :mod:`hub.proposal_store`)
 
 Every write goes through one :class:`~runtime.store.GroupCommitter`, so a
 grant's check against the cap and its update of the totals happen in one
@@ -29,10 +33,11 @@ from runtime.store import StoreConfig, WrittenStore, get_msg, put_msg
 
 __all__ = ["HubStore", "shard_id_for", "stored_config"]
 
-DATABASES = ("grants", "shards", "treasury")
+DATABASES = ("grants", "shards", "treasury", "proposals", "votes")
 _TOTALS = b"totals"
 _CONFIG = b"hub_config"
 _NEXT_SHARD = b"next_shard_number"
+_ADOPTED_TEMPLATE = b"adopted_template"
 
 
 def _grant_key(shard_id: str, seq: int) -> bytes:
@@ -68,12 +73,31 @@ class HubStore(WrittenStore):
             if stored is None:
                 put_msg(txn, store.db("meta"), _CONFIG, wanted)
                 return wanted, []
-            if stored.max_shards == 0:  # stored before the field existed: fixed now
-                stored.max_shards = wanted.max_shards
+            # Fields stored as 0 predate their field: what this start asks is fixed now.
+            late = ("max_shards", "voting_period_s", "proposal_min_stake", "rollout_concurrency")
+            missing = [f for f in late if not getattr(stored, f)]
+            for name in missing:
+                setattr(stored, name, getattr(wanted, name))
+            if missing:
                 put_msg(txn, store.db("meta"), _CONFIG, stored)
             return stored, hub_config.differences(stored, wanted)
 
         return await self.committer.submit(fn)
+
+    def adopted_template(self) -> hub_pb2.AdoptedTemplate | None:
+        """The shard template an adopted upgrade put in force; None: the init config's."""
+        store = self.store
+        with store.read() as txn:
+            return get_msg(txn, store.db("meta"), _ADOPTED_TEMPLATE, hub_pb2.AdoptedTemplate)
+
+    async def adopt_template(self, template: hub_pb2.AdoptedTemplate) -> None:
+        """Put ``template`` in force for new shards (only an executed upgrade calls this)."""
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> None:
+            put_msg(txn, store.db("meta"), _ADOPTED_TEMPLATE, template)
+
+        await self.committer.submit(fn)
 
     # -- treasury ------------------------------------------------------------
 

@@ -89,6 +89,23 @@ class Supervisor:
         """Shards not running at the first pass: started as a resume, not a restart."""
         self._waiting = False
         self._wake = asyncio.Event()
+        self._held: set[str] = set()
+        """Shards an upgrade is restarting itself: left alone until released."""
+
+    async def hold(self, shard_id: str) -> None:
+        """Leave ``shard_id`` alone (an upgrade stops and starts it) once no start of
+        this supervisor's is under way for it."""
+        self._held.add(shard_id)
+        task = self._starting.get(shard_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    def release(self, shard_id: str) -> None:
+        """Supervise ``shard_id`` again: it is seen as running (not a crash) if it runs."""
+        self._held.discard(shard_id)
+        backoff = self._backoff.get(shard_id)
+        if backoff is not None:
+            backoff.started_at = None
 
     def register_all(self) -> None:
         """Re-register every REGISTERED shard (at hub start: the registry may lag behind)."""
@@ -135,6 +152,8 @@ class Supervisor:
         due: list[hub_pb2.ShardRecord] = []
         for record in self.store.shards():
             if record.step not in SUPERVISED_STEPS or record.shard_id in self._starting:
+                continue
+            if record.shard_id in self._held:
                 continue
             backoff = self._backoff.setdefault(record.shard_id, Backoff())
             if self.spawner.is_alive(record):

@@ -56,6 +56,31 @@ waiting to be promoted (registered) when the soft limit is crossed.
 """
 Global___SpawnStep: _TypeAlias = SpawnStep  # noqa: Y015
 
+class _ProposalState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProposalStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProposalState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROPOSAL_STATE_UNSPECIFIED: _ProposalState.ValueType  # 0
+    PROPOSAL_STATE_OPEN: _ProposalState.ValueType  # 1
+    PROPOSAL_STATE_ADOPTED: _ProposalState.ValueType  # 2
+    PROPOSAL_STATE_REJECTED: _ProposalState.ValueType  # 3
+    PROPOSAL_STATE_EXECUTING: _ProposalState.ValueType  # 4
+    PROPOSAL_STATE_EXECUTED: _ProposalState.ValueType  # 5
+    PROPOSAL_STATE_FAILED: _ProposalState.ValueType  # 6
+
+class ProposalState(_ProposalState, metaclass=_ProposalStateEnumTypeWrapper): ...
+
+PROPOSAL_STATE_UNSPECIFIED: ProposalState.ValueType  # 0
+PROPOSAL_STATE_OPEN: ProposalState.ValueType  # 1
+PROPOSAL_STATE_ADOPTED: ProposalState.ValueType  # 2
+PROPOSAL_STATE_REJECTED: ProposalState.ValueType  # 3
+PROPOSAL_STATE_EXECUTING: ProposalState.ValueType  # 4
+PROPOSAL_STATE_EXECUTED: ProposalState.ValueType  # 5
+PROPOSAL_STATE_FAILED: ProposalState.ValueType  # 6
+Global___ProposalState: _TypeAlias = ProposalState  # noqa: Y015
+
 @_typing.final
 class AllowanceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -286,6 +311,9 @@ class ShardRecord(_message.Message):
     RESTARTED_AT_MS_FIELD_NUMBER: _builtins.int
     DECIDED_AT_MS_FIELD_NUMBER: _builtins.int
     REGISTERED_AT_MS_FIELD_NUMBER: _builtins.int
+    PYTHON_FIELD_NUMBER: _builtins.int
+    PREVIOUS_PYTHON_FIELD_NUMBER: _builtins.int
+    PREVIOUS_TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     step: Global___SpawnStep.ValueType
     address: _builtins.str
@@ -305,6 +333,15 @@ class ShardRecord(_message.Message):
     promotion of a warm shard), and when the registry took it.
     """
     registered_at_ms: _builtins.int
+    python: _builtins.str
+    """The interpreter this shard runs on (`process`); empty: the hub's own. Set
+    from the adopted template (an upgrade proposal stakers adopted).
+    """
+    previous_python: _builtins.str
+    """The template this shard ran before an upgrade moved it (its rollback target,
+    kept so that a hub restarted mid-rollout can still roll it back).
+    """
+    previous_template_version: _builtins.str
     def __init__(
         self,
         *,
@@ -322,14 +359,44 @@ class ShardRecord(_message.Message):
         restarted_at_ms: _builtins.int = ...,
         decided_at_ms: _builtins.int = ...,
         registered_at_ms: _builtins.int = ...,
+        python: _builtins.str = ...,
+        previous_python: _builtins.str = ...,
+        previous_template_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "decided_at_ms", b"decided_at_ms", "pid", b"pid", "port", b"port", "registered_at_ms", b"registered_at_ms", "restart_delay_s", b"restart_delay_s", "restarted_at_ms", b"restarted_at_ms", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version", "warm", b"warm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "created_at_ms", b"created_at_ms", "data_dir", b"data_dir", "decided_at_ms", b"decided_at_ms", "pid", b"pid", "port", b"port", "previous_python", b"previous_python", "previous_template_version", b"previous_template_version", "python", b"python", "registered_at_ms", b"registered_at_ms", "restart_delay_s", b"restart_delay_s", "restarted_at_ms", b"restarted_at_ms", "restarts", b"restarts", "shard_id", b"shard_id", "step", b"step", "template_version", b"template_version", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShardRecord: _TypeAlias = ShardRecord  # noqa: Y015
+
+@_typing.final
+class AdoptedTemplate(_message.Message):
+    """The shard template an adopted upgrade put in force: new shards spawn on it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PYTHON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    python: _builtins.str
+    version: _builtins.str
+    proposal_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        python: _builtins.str = ...,
+        version: _builtins.str = ...,
+        proposal_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposal_id", b"proposal_id", "python", b"python", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdoptedTemplate: _TypeAlias = AdoptedTemplate  # noqa: Y015
 
 @_typing.final
 class ListHubShardsRequest(_message.Message):
@@ -403,6 +470,9 @@ class HubConfig(_message.Message):
     SHARD_START_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     WARM_POOL_FIELD_NUMBER: _builtins.int
     MAX_SHARDS_FIELD_NUMBER: _builtins.int
+    VOTING_PERIOD_S_FIELD_NUMBER: _builtins.int
+    PROPOSAL_MIN_STAKE_FIELD_NUMBER: _builtins.int
+    ROLLOUT_CONCURRENCY_FIELD_NUMBER: _builtins.int
     cap: _builtins.int
     soft_limit: _builtins.int
     hard_limit: _builtins.int
@@ -424,6 +494,13 @@ class HubConfig(_message.Message):
     """The most shards the hub ever creates (abandoned spawns not counted); 0 in a
     config stored before this field existed, read as DEFAULT_MAX_SHARDS.
     """
+    voting_period_s: _builtins.float
+    """Governance, fixed at init: how long a proposal is open, the least stake
+    that may propose, and how many shards an upgrade restarts at once. 0 in a
+    config stored before these fields existed, read as the defaults.
+    """
+    proposal_min_stake: _builtins.int
+    rollout_concurrency: _builtins.int
     def __init__(
         self,
         *,
@@ -443,11 +520,346 @@ class HubConfig(_message.Message):
         shard_start_timeout_s: _builtins.float = ...,
         warm_pool: _builtins.int = ...,
         max_shards: _builtins.int = ...,
+        voting_period_s: _builtins.float = ...,
+        proposal_min_stake: _builtins.int = ...,
+        rollout_concurrency: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "max_shards", b"max_shards", "min_shards", b"min_shards", "registry_address", b"registry_address", "scale_interval_s", b"scale_interval_s", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version", "warm_pool", b"warm_pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "max_shards", b"max_shards", "min_shards", b"min_shards", "proposal_min_stake", b"proposal_min_stake", "registry_address", b"registry_address", "rollout_concurrency", b"rollout_concurrency", "scale_interval_s", b"scale_interval_s", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version", "voting_period_s", b"voting_period_s", "warm_pool", b"warm_pool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HubConfig: _TypeAlias = HubConfig  # noqa: Y015
+
+@_typing.final
+class ProposalAction(_message.Message):
+    """What a proposal asks the hub to do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"disable_shard", "enable_shard" or "upgrade_shards"."""
+    shard_id: _builtins.str
+    """disable_shard, enable_shard"""
+    template: _builtins.str
+    """upgrade_shards: for `process`, a Python interpreter path"""
+    template_version: _builtins.str
+    """upgrade_shards: the version the template resolved to when proposed."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        shard_id: _builtins.str = ...,
+        template: _builtins.str = ...,
+        template_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "shard_id", b"shard_id", "template", b"template", "template_version", b"template_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalAction: _TypeAlias = ProposalAction  # noqa: Y015
+
+@_typing.final
+class ShardResult(_message.Message):
+    """What carrying out a proposal did to one shard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    shard_id: _builtins.str
+    ok: _builtins.bool
+    detail: _builtins.str
+    template_version: _builtins.str
+    def __init__(
+        self,
+        *,
+        shard_id: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+        template_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "ok", b"ok", "shard_id", b"shard_id", "template_version", b"template_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardResult: _TypeAlias = ShardResult  # noqa: Y015
+
+@_typing.final
+class Proposal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    PROPOSER_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    YES_FIELD_NUMBER: _builtins.int
+    NO_FIELD_NUMBER: _builtins.int
+    TOTAL_VOTING_POWER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    DEADLINE_MS_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_MS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    title: _builtins.str
+    summary: _builtins.str
+    proposer: _builtins.str
+    state: Global___ProposalState.ValueType
+    yes: _builtins.int
+    no: _builtins.int
+    total_voting_power: _builtins.int
+    """Total staked across shards when the proposal was made."""
+    created_at_ms: _builtins.int
+    deadline_ms: _builtins.int
+    decided_at_ms: _builtins.int
+    detail: _builtins.str
+    @_builtins.property
+    def action(self) -> Global___ProposalAction: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardResult]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        action: Global___ProposalAction | None = ...,
+        title: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        proposer: _builtins.str = ...,
+        state: Global___ProposalState.ValueType = ...,
+        yes: _builtins.int = ...,
+        no: _builtins.int = ...,
+        total_voting_power: _builtins.int = ...,
+        created_at_ms: _builtins.int = ...,
+        deadline_ms: _builtins.int = ...,
+        decided_at_ms: _builtins.int = ...,
+        results: _abc.Iterable[Global___ShardResult] | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "created_at_ms", b"created_at_ms", "deadline_ms", b"deadline_ms", "decided_at_ms", b"decided_at_ms", "detail", b"detail", "id", b"id", "no", b"no", "proposer", b"proposer", "results", b"results", "state", b"state", "summary", b"summary", "title", b"title", "total_voting_power", b"total_voting_power", "yes", b"yes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Proposal: _TypeAlias = Proposal  # noqa: Y015
+
+@_typing.final
+class CreateProposalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSER_FIELD_NUMBER: _builtins.int
+    PROPOSER_STAKE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    proposer: _builtins.str
+    proposer_stake: _builtins.int
+    """The proposer's staked balance, as their shard holds it."""
+    title: _builtins.str
+    summary: _builtins.str
+    @_builtins.property
+    def action(self) -> Global___ProposalAction: ...
+    def __init__(
+        self,
+        *,
+        proposer: _builtins.str = ...,
+        proposer_stake: _builtins.int = ...,
+        action: Global___ProposalAction | None = ...,
+        title: _builtins.str = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "proposer", b"proposer", "proposer_stake", b"proposer_stake", "summary", b"summary", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateProposalRequest: _TypeAlias = CreateProposalRequest  # noqa: Y015
+
+@_typing.final
+class GetProposalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProposalRequest: _TypeAlias = GetProposalRequest  # noqa: Y015
+
+@_typing.final
+class ListProposalsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BEFORE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    before: _builtins.int
+    """Proposals with an id below this one (0: from the newest)."""
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        before: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before", b"before", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProposalsRequest: _TypeAlias = ListProposalsRequest  # noqa: Y015
+
+@_typing.final
+class ProposalPage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSALS_FIELD_NUMBER: _builtins.int
+    NEXT_BEFORE_FIELD_NUMBER: _builtins.int
+    next_before: _builtins.int
+    """0 when there are no more"""
+    @_builtins.property
+    def proposals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Proposal]:
+        """newest first"""
+
+    def __init__(
+        self,
+        *,
+        proposals: _abc.Iterable[Global___Proposal] | None = ...,
+        next_before: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_before", b"next_before", "proposals", b"proposals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposalPage: _TypeAlias = ProposalPage  # noqa: Y015
+
+@_typing.final
+class Vote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    YES_FIELD_NUMBER: _builtins.int
+    VOTING_POWER_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.int
+    principal: _builtins.str
+    yes: _builtins.bool
+    voting_power: _builtins.int
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.int = ...,
+        principal: _builtins.str = ...,
+        yes: _builtins.bool = ...,
+        voting_power: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal", "proposal_id", b"proposal_id", "voting_power", b"voting_power", "yes", b"yes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Vote: _TypeAlias = Vote  # noqa: Y015
+
+@_typing.final
+class VoteBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    VOTES_FIELD_NUMBER: _builtins.int
+    shard_id: _builtins.str
+    @_builtins.property
+    def votes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Vote]: ...
+    def __init__(
+        self,
+        *,
+        shard_id: _builtins.str = ...,
+        votes: _abc.Iterable[Global___Vote] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shard_id", b"shard_id", "votes", b"votes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteBatch: _TypeAlias = VoteBatch  # noqa: Y015
+
+@_typing.final
+class VoteOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    YES_FIELD_NUMBER: _builtins.int
+    NO_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.int
+    principal: _builtins.str
+    status: _builtins.str
+    """"counted", "duplicate" (counted before), "decided" (too late), or "unknown"."""
+    yes: _builtins.int
+    no: _builtins.int
+    state: Global___ProposalState.ValueType
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.int = ...,
+        principal: _builtins.str = ...,
+        status: _builtins.str = ...,
+        yes: _builtins.int = ...,
+        no: _builtins.int = ...,
+        state: Global___ProposalState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["no", b"no", "principal", b"principal", "proposal_id", b"proposal_id", "state", b"state", "status", b"status", "yes", b"yes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteOutcome: _TypeAlias = VoteOutcome  # noqa: Y015
+
+@_typing.final
+class VoteBatchReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VoteOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___VoteOutcome] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteBatchReply: _TypeAlias = VoteBatchReply  # noqa: Y015

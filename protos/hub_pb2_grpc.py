@@ -62,6 +62,26 @@ class HubStub:
                 request_serializer=protos_dot_hub__pb2.GetHubConfigRequest.SerializeToString,
                 response_deserializer=protos_dot_hub__pb2.HubConfig.FromString,
                 _registered_method=True)
+        self.CreateProposal = channel.unary_unary(
+                '/canistry.hub.v1.Hub/CreateProposal',
+                request_serializer=protos_dot_hub__pb2.CreateProposalRequest.SerializeToString,
+                response_deserializer=protos_dot_hub__pb2.Proposal.FromString,
+                _registered_method=True)
+        self.GetProposal = channel.unary_unary(
+                '/canistry.hub.v1.Hub/GetProposal',
+                request_serializer=protos_dot_hub__pb2.GetProposalRequest.SerializeToString,
+                response_deserializer=protos_dot_hub__pb2.Proposal.FromString,
+                _registered_method=True)
+        self.ListProposals = channel.unary_unary(
+                '/canistry.hub.v1.Hub/ListProposals',
+                request_serializer=protos_dot_hub__pb2.ListProposalsRequest.SerializeToString,
+                response_deserializer=protos_dot_hub__pb2.ProposalPage.FromString,
+                _registered_method=True)
+        self.ReportVotes = channel.unary_unary(
+                '/canistry.hub.v1.Hub/ReportVotes',
+                request_serializer=protos_dot_hub__pb2.VoteBatch.SerializeToString,
+                response_deserializer=protos_dot_hub__pb2.VoteBatchReply.FromString,
+                _registered_method=True)
 
 
 class HubServicer:
@@ -102,6 +122,36 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateProposal(self, request, context):
+        """Governance (docs/design.md §4): the only way anything the hub was set up
+        with changes, and only by carrying out a proposal stakers adopted.
+        Called by the gateway, naming the signed-in proposer and the stake its
+        shard holds for them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProposal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProposals(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportVotes(self, request, context):
+        """Called by a shard: the votes its users cast there, in a batch. Idempotent
+        per (proposal, principal): a vote reported twice counts once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +179,26 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.GetHubConfig,
                     request_deserializer=protos_dot_hub__pb2.GetHubConfigRequest.FromString,
                     response_serializer=protos_dot_hub__pb2.HubConfig.SerializeToString,
+            ),
+            'CreateProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateProposal,
+                    request_deserializer=protos_dot_hub__pb2.CreateProposalRequest.FromString,
+                    response_serializer=protos_dot_hub__pb2.Proposal.SerializeToString,
+            ),
+            'GetProposal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProposal,
+                    request_deserializer=protos_dot_hub__pb2.GetProposalRequest.FromString,
+                    response_serializer=protos_dot_hub__pb2.Proposal.SerializeToString,
+            ),
+            'ListProposals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProposals,
+                    request_deserializer=protos_dot_hub__pb2.ListProposalsRequest.FromString,
+                    response_serializer=protos_dot_hub__pb2.ProposalPage.SerializeToString,
+            ),
+            'ReportVotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportVotes,
+                    request_deserializer=protos_dot_hub__pb2.VoteBatch.FromString,
+                    response_serializer=protos_dot_hub__pb2.VoteBatchReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +339,114 @@ class Hub:
             '/canistry.hub.v1.Hub/GetHubConfig',
             protos_dot_hub__pb2.GetHubConfigRequest.SerializeToString,
             protos_dot_hub__pb2.HubConfig.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.hub.v1.Hub/CreateProposal',
+            protos_dot_hub__pb2.CreateProposalRequest.SerializeToString,
+            protos_dot_hub__pb2.Proposal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProposal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.hub.v1.Hub/GetProposal',
+            protos_dot_hub__pb2.GetProposalRequest.SerializeToString,
+            protos_dot_hub__pb2.Proposal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProposals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.hub.v1.Hub/ListProposals',
+            protos_dot_hub__pb2.ListProposalsRequest.SerializeToString,
+            protos_dot_hub__pb2.ProposalPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportVotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.hub.v1.Hub/ReportVotes',
+            protos_dot_hub__pb2.VoteBatch.SerializeToString,
+            protos_dot_hub__pb2.VoteBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

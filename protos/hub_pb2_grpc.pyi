@@ -43,6 +43,18 @@ class HubStub:
     GetTreasury: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetTreasuryRequest, _hub_pb2.Treasury]
     ListHubShards: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListHubShardsRequest, _hub_pb2.HubShards]
     GetHubConfig: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetHubConfigRequest, _hub_pb2.HubConfig]
+    CreateProposal: _grpc.UnaryUnaryMultiCallable[_hub_pb2.CreateProposalRequest, _hub_pb2.Proposal]
+    """Governance (docs/design.md §4): the only way anything the hub was set up
+    with changes, and only by carrying out a proposal stakers adopted.
+    Called by the gateway, naming the signed-in proposer and the stake its
+    shard holds for them.
+    """
+    GetProposal: _grpc.UnaryUnaryMultiCallable[_hub_pb2.GetProposalRequest, _hub_pb2.Proposal]
+    ListProposals: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListProposalsRequest, _hub_pb2.ProposalPage]
+    ReportVotes: _grpc.UnaryUnaryMultiCallable[_hub_pb2.VoteBatch, _hub_pb2.VoteBatchReply]
+    """Called by a shard: the votes its users cast there, in a batch. Idempotent
+    per (proposal, principal): a vote reported twice counts once.
+    """
 
 @_typing.type_check_only
 class HubAsyncStub(HubStub):
@@ -59,6 +71,18 @@ class HubAsyncStub(HubStub):
     GetTreasury: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetTreasuryRequest, _hub_pb2.Treasury]  # type: ignore[assignment]
     ListHubShards: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListHubShardsRequest, _hub_pb2.HubShards]  # type: ignore[assignment]
     GetHubConfig: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetHubConfigRequest, _hub_pb2.HubConfig]  # type: ignore[assignment]
+    CreateProposal: _aio.UnaryUnaryMultiCallable[_hub_pb2.CreateProposalRequest, _hub_pb2.Proposal]  # type: ignore[assignment]
+    """Governance (docs/design.md §4): the only way anything the hub was set up
+    with changes, and only by carrying out a proposal stakers adopted.
+    Called by the gateway, naming the signed-in proposer and the stake its
+    shard holds for them.
+    """
+    GetProposal: _aio.UnaryUnaryMultiCallable[_hub_pb2.GetProposalRequest, _hub_pb2.Proposal]  # type: ignore[assignment]
+    ListProposals: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListProposalsRequest, _hub_pb2.ProposalPage]  # type: ignore[assignment]
+    ReportVotes: _aio.UnaryUnaryMultiCallable[_hub_pb2.VoteBatch, _hub_pb2.VoteBatchReply]  # type: ignore[assignment]
+    """Called by a shard: the votes its users cast there, in a batch. Idempotent
+    per (proposal, principal): a vote reported twice counts once.
+    """
 
 class HubServicer(metaclass=_abc_1.ABCMeta):
     """The hub: the token treasury under a hard cap, allowances granted per shard,
@@ -102,5 +126,41 @@ class HubServicer(metaclass=_abc_1.ABCMeta):
         request: _hub_pb2.GetHubConfigRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hub_pb2.HubConfig, _abc.Awaitable[_hub_pb2.HubConfig]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateProposal(
+        self,
+        request: _hub_pb2.CreateProposalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.Proposal, _abc.Awaitable[_hub_pb2.Proposal]]:
+        """Governance (docs/design.md §4): the only way anything the hub was set up
+        with changes, and only by carrying out a proposal stakers adopted.
+        Called by the gateway, naming the signed-in proposer and the stake its
+        shard holds for them.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProposal(
+        self,
+        request: _hub_pb2.GetProposalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.Proposal, _abc.Awaitable[_hub_pb2.Proposal]]: ...
+
+    @_abc_1.abstractmethod
+    def ListProposals(
+        self,
+        request: _hub_pb2.ListProposalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ProposalPage, _abc.Awaitable[_hub_pb2.ProposalPage]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportVotes(
+        self,
+        request: _hub_pb2.VoteBatch,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.VoteBatchReply, _abc.Awaitable[_hub_pb2.VoteBatchReply]]:
+        """Called by a shard: the votes its users cast there, in a batch. Idempotent
+        per (proposal, principal): a vote reported twice counts once.
+        """
 
 def add_HubServicer_to_server(servicer: HubServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,31 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/registry.proto\x12\x14\x63\x61nistry.registry.v1\"\x8d\x02\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .canistry.registry.v1.ShardState\x12\r\n\x05users\x18\x04 \x01(\x04\x12\x12\n\nhard_limit\x18\x05 \x01(\x04\x12\x18\n\x10registered_at_ms\x18\x06 \x01(\x04\x12\x18\n\x10registration_seq\x18\x07 \x01(\x04\x12\x0f\n\x07pending\x18\x08 \x01(\x04\x12\x18\n\x10store_bytes_used\x18\t \x01(\x04\x12\x16\n\x0estore_map_size\x18\n \x01(\x04\x12\x12\n\nstore_full\x18\x0b \x01(\x08\"=\n\x11PendingAssignment\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ssigned_at_ms\x18\x02 \x01(\x04\"\"\n\rAssignRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"Z\n\nAssignment\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x16\n\x0enewly_assigned\x18\x04 \x01(\x08\"\"\n\rLookupRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"9\n\x14RegisterShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x13\n\x11ListShardsRequest\"i\n\x0eShardDirectory\x12/\n\x06shards\x18\x01 \x03(\x0b\x32\x1f.canistry.registry.v1.ShardInfo\x12\x12\n\nsoft_limit\x18\x02 \x01(\x04\x12\x12\n\nhard_limit\x18\x03 \x01(\x04*W\n\nShardState\x12\x1b\n\x17SHARD_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SHARD_STATE_ACTIVE\x10\x01\x12\x14\n\x10SHARD_STATE_FULL\x10\x02\x32\xe7\x02\n\x08Registry\x12O\n\x06\x41ssign\x12#.canistry.registry.v1.AssignRequest\x1a .canistry.registry.v1.Assignment\x12O\n\x06Lookup\x12#.canistry.registry.v1.LookupRequest\x1a .canistry.registry.v1.Assignment\x12\\\n\rRegisterShard\x12*.canistry.registry.v1.RegisterShardRequest\x1a\x1f.canistry.registry.v1.ShardInfo\x12[\n\nListShards\x12\'.canistry.registry.v1.ListShardsRequest\x1a$.canistry.registry.v1.ShardDirectoryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/registry.proto\x12\x14\x63\x61nistry.registry.v1\":\n\x14SetShardStateRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x10\n\x08\x64isabled\x18\x02 \x01(\x08\"\x9f\x02\n\tShardInfo\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .canistry.registry.v1.ShardState\x12\r\n\x05users\x18\x04 \x01(\x04\x12\x12\n\nhard_limit\x18\x05 \x01(\x04\x12\x18\n\x10registered_at_ms\x18\x06 \x01(\x04\x12\x18\n\x10registration_seq\x18\x07 \x01(\x04\x12\x0f\n\x07pending\x18\x08 \x01(\x04\x12\x18\n\x10store_bytes_used\x18\t \x01(\x04\x12\x16\n\x0estore_map_size\x18\n \x01(\x04\x12\x12\n\nstore_full\x18\x0b \x01(\x08\x12\x10\n\x08\x64isabled\x18\x0c \x01(\x08\"=\n\x11PendingAssignment\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ssigned_at_ms\x18\x02 \x01(\x04\"\"\n\rAssignRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"Z\n\nAssignment\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x10\n\x08shard_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x16\n\x0enewly_assigned\x18\x04 \x01(\x08\"\"\n\rLookupRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\"9\n\x14RegisterShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\x13\n\x11ListShardsRequest\"i\n\x0eShardDirectory\x12/\n\x06shards\x18\x01 \x03(\x0b\x32\x1f.canistry.registry.v1.ShardInfo\x12\x12\n\nsoft_limit\x18\x02 \x01(\x04\x12\x12\n\nhard_limit\x18\x03 \x01(\x04*q\n\nShardState\x12\x1b\n\x17SHARD_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SHARD_STATE_ACTIVE\x10\x01\x12\x14\n\x10SHARD_STATE_FULL\x10\x02\x12\x18\n\x14SHARD_STATE_DISABLED\x10\x03\x32\xc5\x03\n\x08Registry\x12O\n\x06\x41ssign\x12#.canistry.registry.v1.AssignRequest\x1a .canistry.registry.v1.Assignment\x12O\n\x06Lookup\x12#.canistry.registry.v1.LookupRequest\x1a .canistry.registry.v1.Assignment\x12\\\n\rRegisterShard\x12*.canistry.registry.v1.RegisterShardRequest\x1a\x1f.canistry.registry.v1.ShardInfo\x12[\n\nListShards\x12\'.canistry.registry.v1.ListShardsRequest\x1a$.canistry.registry.v1.ShardDirectory\x12\\\n\rSetShardState\x12*.canistry.registry.v1.SetShardStateRequest\x1a\x1f.canistry.registry.v1.ShardInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SHARDSTATE']._serialized_start=733
-  _globals['_SHARDSTATE']._serialized_end=820
-  _globals['_SHARDINFO']._serialized_start=48
-  _globals['_SHARDINFO']._serialized_end=317
-  _globals['_PENDINGASSIGNMENT']._serialized_start=319
-  _globals['_PENDINGASSIGNMENT']._serialized_end=380
-  _globals['_ASSIGNREQUEST']._serialized_start=382
-  _globals['_ASSIGNREQUEST']._serialized_end=416
-  _globals['_ASSIGNMENT']._serialized_start=418
-  _globals['_ASSIGNMENT']._serialized_end=508
-  _globals['_LOOKUPREQUEST']._serialized_start=510
-  _globals['_LOOKUPREQUEST']._serialized_end=544
-  _globals['_REGISTERSHARDREQUEST']._serialized_start=546
-  _globals['_REGISTERSHARDREQUEST']._serialized_end=603
-  _globals['_LISTSHARDSREQUEST']._serialized_start=605
-  _globals['_LISTSHARDSREQUEST']._serialized_end=624
-  _globals['_SHARDDIRECTORY']._serialized_start=626
-  _globals['_SHARDDIRECTORY']._serialized_end=731
-  _globals['_REGISTRY']._serialized_start=823
-  _globals['_REGISTRY']._serialized_end=1182
+  _globals['_SHARDSTATE']._serialized_start=811
+  _globals['_SHARDSTATE']._serialized_end=924
+  _globals['_SETSHARDSTATEREQUEST']._serialized_start=47
+  _globals['_SETSHARDSTATEREQUEST']._serialized_end=105
+  _globals['_SHARDINFO']._serialized_start=108
+  _globals['_SHARDINFO']._serialized_end=395
+  _globals['_PENDINGASSIGNMENT']._serialized_start=397
+  _globals['_PENDINGASSIGNMENT']._serialized_end=458
+  _globals['_ASSIGNREQUEST']._serialized_start=460
+  _globals['_ASSIGNREQUEST']._serialized_end=494
+  _globals['_ASSIGNMENT']._serialized_start=496
+  _globals['_ASSIGNMENT']._serialized_end=586
+  _globals['_LOOKUPREQUEST']._serialized_start=588
+  _globals['_LOOKUPREQUEST']._serialized_end=622
+  _globals['_REGISTERSHARDREQUEST']._serialized_start=624
+  _globals['_REGISTERSHARDREQUEST']._serialized_end=681
+  _globals['_LISTSHARDSREQUEST']._serialized_start=683
+  _globals['_LISTSHARDSREQUEST']._serialized_end=702
+  _globals['_SHARDDIRECTORY']._serialized_start=704
+  _globals['_SHARDDIRECTORY']._serialized_end=809
+  _globals['_REGISTRY']._serialized_start=927
+  _globals['_REGISTRY']._serialized_end=1380
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,8 @@ class _ShardStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShardState
     """takes new users"""
     SHARD_STATE_FULL: _ShardState.ValueType  # 2
     """at the hard limit, or its store near full: no new users"""
+    SHARD_STATE_DISABLED: _ShardState.ValueType  # 3
+    """by an adopted proposal: no new users"""
 
 class ShardState(_ShardState, metaclass=_ShardStateEnumTypeWrapper): ...
 
@@ -38,7 +40,31 @@ SHARD_STATE_ACTIVE: ShardState.ValueType  # 1
 """takes new users"""
 SHARD_STATE_FULL: ShardState.ValueType  # 2
 """at the hard limit, or its store near full: no new users"""
+SHARD_STATE_DISABLED: ShardState.ValueType  # 3
+"""by an adopted proposal: no new users"""
 Global___ShardState: _TypeAlias = ShardState  # noqa: Y015
+
+@_typing.final
+class SetShardStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    shard_id: _builtins.str
+    disabled: _builtins.bool
+    def __init__(
+        self,
+        *,
+        shard_id: _builtins.str = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "shard_id", b"shard_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetShardStateRequest: _TypeAlias = SetShardStateRequest  # noqa: Y015
 
 @_typing.final
 class ShardInfo(_message.Message):
@@ -55,6 +81,7 @@ class ShardInfo(_message.Message):
     STORE_BYTES_USED_FIELD_NUMBER: _builtins.int
     STORE_MAP_SIZE_FIELD_NUMBER: _builtins.int
     STORE_FULL_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     address: _builtins.str
     state: Global___ShardState.ValueType
@@ -72,6 +99,8 @@ class ShardInfo(_message.Message):
     """The shard's store as it last reported it; near full makes the shard FULL."""
     store_map_size: _builtins.int
     store_full: _builtins.bool
+    disabled: _builtins.bool
+    """By an adopted proposal; wins over ACTIVE and FULL until enabled again."""
     def __init__(
         self,
         *,
@@ -86,10 +115,11 @@ class ShardInfo(_message.Message):
         store_bytes_used: _builtins.int = ...,
         store_map_size: _builtins.int = ...,
         store_full: _builtins.bool = ...,
+        disabled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "hard_limit", b"hard_limit", "pending", b"pending", "registered_at_ms", b"registered_at_ms", "registration_seq", b"registration_seq", "shard_id", b"shard_id", "state", b"state", "store_bytes_used", b"store_bytes_used", "store_full", b"store_full", "store_map_size", b"store_map_size", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "disabled", b"disabled", "hard_limit", b"hard_limit", "pending", b"pending", "registered_at_ms", b"registered_at_ms", "registration_seq", b"registration_seq", "shard_id", b"shard_id", "state", b"state", "store_bytes_used", b"store_bytes_used", "store_full", b"store_full", "store_map_size", b"store_map_size", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -56,6 +56,11 @@ class RegistryStub:
                 request_serializer=protos_dot_registry__pb2.ListShardsRequest.SerializeToString,
                 response_deserializer=protos_dot_registry__pb2.ShardDirectory.FromString,
                 _registered_method=True)
+        self.SetShardState = channel.unary_unary(
+                '/canistry.registry.v1.Registry/SetShardState',
+                request_serializer=protos_dot_registry__pb2.SetShardStateRequest.SerializeToString,
+                response_deserializer=protos_dot_registry__pb2.ShardInfo.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -89,6 +94,14 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetShardState(self, request, context):
+        """Called by the hub only, carrying out an adopted disable_shard or
+        enable_shard proposal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.ListShards,
                     request_deserializer=protos_dot_registry__pb2.ListShardsRequest.FromString,
                     response_serializer=protos_dot_registry__pb2.ShardDirectory.SerializeToString,
+            ),
+            'SetShardState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetShardState,
+                    request_deserializer=protos_dot_registry__pb2.SetShardStateRequest.FromString,
+                    response_serializer=protos_dot_registry__pb2.ShardInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class Registry:
             '/canistry.registry.v1.Registry/ListShards',
             protos_dot_registry__pb2.ListShardsRequest.SerializeToString,
             protos_dot_registry__pb2.ShardDirectory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetShardState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.registry.v1.Registry/SetShardState',
+            protos_dot_registry__pb2.SetShardStateRequest.SerializeToString,
+            protos_dot_registry__pb2.ShardInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class RegistryStub:
     RegisterShard: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RegisterShardRequest, _registry_pb2.ShardInfo]
     """Called by the hub only. Idempotent; updates the address of a known shard."""
     ListShards: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListShardsRequest, _registry_pb2.ShardDirectory]
+    SetShardState: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetShardStateRequest, _registry_pb2.ShardInfo]
+    """Called by the hub only, carrying out an adopted disable_shard or
+    enable_shard proposal.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -55,6 +59,10 @@ class RegistryAsyncStub(RegistryStub):
     RegisterShard: _aio.UnaryUnaryMultiCallable[_registry_pb2.RegisterShardRequest, _registry_pb2.ShardInfo]  # type: ignore[assignment]
     """Called by the hub only. Idempotent; updates the address of a known shard."""
     ListShards: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListShardsRequest, _registry_pb2.ShardDirectory]  # type: ignore[assignment]
+    SetShardState: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetShardStateRequest, _registry_pb2.ShardInfo]  # type: ignore[assignment]
+    """Called by the hub only, carrying out an adopted disable_shard or
+    enable_shard proposal.
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     """The registry: principal -> shard map, the shard directory and per-shard
@@ -90,5 +98,15 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListShardsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ShardDirectory, _abc.Awaitable[_registry_pb2.ShardDirectory]]: ...
+
+    @_abc_1.abstractmethod
+    def SetShardState(
+        self,
+        request: _registry_pb2.SetShardStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ShardInfo, _abc.Awaitable[_registry_pb2.ShardInfo]]:
+        """Called by the hub only, carrying out an adopted disable_shard or
+        enable_shard proposal.
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,6 +19,116 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CastVoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    YES_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    proposal_id: _builtins.int
+    yes: _builtins.bool
+    def __init__(
+        self,
+        *,
+        principal: _builtins.str = ...,
+        proposal_id: _builtins.int = ...,
+        yes: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal", "proposal_id", b"proposal_id", "yes", b"yes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CastVoteRequest: _TypeAlias = CastVoteRequest  # noqa: Y015
+
+@_typing.final
+class CastVoteReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOTING_POWER_FIELD_NUMBER: _builtins.int
+    YES_FIELD_NUMBER: _builtins.int
+    NO_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    voting_power: _builtins.int
+    yes: _builtins.int
+    no: _builtins.int
+    state: _builtins.int
+    """The proposal's state name after the vote (hub_pb2.ProposalState)."""
+    def __init__(
+        self,
+        *,
+        voting_power: _builtins.int = ...,
+        yes: _builtins.int = ...,
+        no: _builtins.int = ...,
+        state: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["no", b"no", "state", b"state", "voting_power", b"voting_power", "yes", b"yes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CastVoteReply: _TypeAlias = CastVoteReply  # noqa: Y015
+
+@_typing.final
+class StoredVote(_message.Message):
+    """A vote as the shard records it, keyed by (proposal, principal)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    YES_FIELD_NUMBER: _builtins.int
+    VOTING_POWER_FIELD_NUMBER: _builtins.int
+    AT_MS_FIELD_NUMBER: _builtins.int
+    REPORTED_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    yes: _builtins.bool
+    voting_power: _builtins.int
+    at_ms: _builtins.int
+    reported: _builtins.bool
+    status: _builtins.str
+    """The hub's answer once reported ("counted", "duplicate", "decided", "unknown")."""
+    def __init__(
+        self,
+        *,
+        yes: _builtins.bool = ...,
+        voting_power: _builtins.int = ...,
+        at_ms: _builtins.int = ...,
+        reported: _builtins.bool = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_ms", b"at_ms", "reported", b"reported", "status", b"status", "voting_power", b"voting_power", "yes", b"yes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredVote: _TypeAlias = StoredVote  # noqa: Y015
+
+@_typing.final
+class SetDisabledRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    shard_id: _builtins.str
+    disabled: _builtins.bool
+    def __init__(
+        self,
+        *,
+        shard_id: _builtins.str = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "shard_id", b"shard_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDisabledRequest: _TypeAlias = SetDisabledRequest  # noqa: Y015
+
+@_typing.final
 class Profile(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -381,6 +491,8 @@ class ShardStatus(_message.Message):
     REWARDED_SUBMISSIONS_FIELD_NUMBER: _builtins.int
     STORE_BYTES_USED_FIELD_NUMBER: _builtins.int
     STORE_MAP_SIZE_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     users: _builtins.int
     allowance_remaining: _builtins.int
@@ -399,6 +511,10 @@ class ShardStatus(_message.Message):
     """bytes of the LMDB map in use"""
     store_map_size: _builtins.int
     """the most the LMDB map may hold"""
+    disabled: _builtins.bool
+    """by an adopted proposal: takes no submissions"""
+    version: _builtins.str
+    """the canistry version this shard process runs"""
     def __init__(
         self,
         *,
@@ -413,10 +529,12 @@ class ShardStatus(_message.Message):
         rewarded_submissions: _builtins.int = ...,
         store_bytes_used: _builtins.int = ...,
         store_map_size: _builtins.int = ...,
+        disabled: _builtins.bool = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "shard_id", b"shard_id", "store_bytes_used", b"store_bytes_used", "store_map_size", b"store_map_size", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowance_remaining", b"allowance_remaining", "credited_total", b"credited_total", "disabled", b"disabled", "granted_total", b"granted_total", "hub_calls", b"hub_calls", "next_seq", b"next_seq", "pending_total", b"pending_total", "rewarded_submissions", b"rewarded_submissions", "shard_id", b"shard_id", "store_bytes_used", b"store_bytes_used", "store_map_size", b"store_map_size", "users", b"users", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

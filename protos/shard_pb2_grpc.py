@@ -71,6 +71,16 @@ class UserShardStub:
                 request_serializer=protos_dot_shard__pb2.CensusRequest.SerializeToString,
                 response_deserializer=protos_dot_shard__pb2.CensusReply.FromString,
                 _registered_method=True)
+        self.CastVote = channel.unary_unary(
+                '/canistry.shard.v1.UserShard/CastVote',
+                request_serializer=protos_dot_shard__pb2.CastVoteRequest.SerializeToString,
+                response_deserializer=protos_dot_shard__pb2.CastVoteReply.FromString,
+                _registered_method=True)
+        self.SetDisabled = channel.unary_unary(
+                '/canistry.shard.v1.UserShard/SetDisabled',
+                request_serializer=protos_dot_shard__pb2.SetDisabledRequest.SerializeToString,
+                response_deserializer=protos_dot_shard__pb2.ShardStatus.FromString,
+                _registered_method=True)
 
 
 class UserShardServicer:
@@ -123,6 +133,22 @@ class UserShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CastVote(self, request, context):
+        """Governance. A user's vote, cast with their staked balance as voting
+        power; recorded once per (proposal, principal) and reported to the hub.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDisabled(self, request, context):
+        """Called by the hub only, carrying out an adopted disable_shard or
+        enable_shard proposal: a disabled shard mints nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +186,16 @@ def add_UserShardServicer_to_server(servicer, server):
                     servicer.Census,
                     request_deserializer=protos_dot_shard__pb2.CensusRequest.FromString,
                     response_serializer=protos_dot_shard__pb2.CensusReply.SerializeToString,
+            ),
+            'CastVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.CastVote,
+                    request_deserializer=protos_dot_shard__pb2.CastVoteRequest.FromString,
+                    response_serializer=protos_dot_shard__pb2.CastVoteReply.SerializeToString,
+            ),
+            'SetDisabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDisabled,
+                    request_deserializer=protos_dot_shard__pb2.SetDisabledRequest.FromString,
+                    response_serializer=protos_dot_shard__pb2.ShardStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +389,60 @@ class UserShard:
             '/canistry.shard.v1.UserShard/Census',
             protos_dot_shard__pb2.CensusRequest.SerializeToString,
             protos_dot_shard__pb2.CensusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CastVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.shard.v1.UserShard/CastVote',
+            protos_dot_shard__pb2.CastVoteRequest.SerializeToString,
+            protos_dot_shard__pb2.CastVoteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDisabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.shard.v1.UserShard/SetDisabled',
+            protos_dot_shard__pb2.SetDisabledRequest.SerializeToString,
+            protos_dot_shard__pb2.ShardStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,14 @@ class UserShardStub:
     """Called by the registry only: which of the named principals have a
     profile here, and how many profiles and store bytes the shard holds.
     """
+    CastVote: _grpc.UnaryUnaryMultiCallable[_shard_pb2.CastVoteRequest, _shard_pb2.CastVoteReply]
+    """Governance. A user's vote, cast with their staked balance as voting
+    power; recorded once per (proposal, principal) and reported to the hub.
+    """
+    SetDisabled: _grpc.UnaryUnaryMultiCallable[_shard_pb2.SetDisabledRequest, _shard_pb2.ShardStatus]
+    """Called by the hub only, carrying out an adopted disable_shard or
+    enable_shard proposal: a disabled shard mints nothing.
+    """
 
 @_typing.type_check_only
 class UserShardAsyncStub(UserShardStub):
@@ -64,6 +72,14 @@ class UserShardAsyncStub(UserShardStub):
     Census: _aio.UnaryUnaryMultiCallable[_shard_pb2.CensusRequest, _shard_pb2.CensusReply]  # type: ignore[assignment]
     """Called by the registry only: which of the named principals have a
     profile here, and how many profiles and store bytes the shard holds.
+    """
+    CastVote: _aio.UnaryUnaryMultiCallable[_shard_pb2.CastVoteRequest, _shard_pb2.CastVoteReply]  # type: ignore[assignment]
+    """Governance. A user's vote, cast with their staked balance as voting
+    power; recorded once per (proposal, principal) and reported to the hub.
+    """
+    SetDisabled: _aio.UnaryUnaryMultiCallable[_shard_pb2.SetDisabledRequest, _shard_pb2.ShardStatus]  # type: ignore[assignment]
+    """Called by the hub only, carrying out an adopted disable_shard or
+    enable_shard proposal: a disabled shard mints nothing.
     """
 
 class UserShardServicer(metaclass=_abc_1.ABCMeta):
@@ -122,6 +138,26 @@ class UserShardServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_shard_pb2.CensusReply, _abc.Awaitable[_shard_pb2.CensusReply]]:
         """Called by the registry only: which of the named principals have a
         profile here, and how many profiles and store bytes the shard holds.
+        """
+
+    @_abc_1.abstractmethod
+    def CastVote(
+        self,
+        request: _shard_pb2.CastVoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_pb2.CastVoteReply, _abc.Awaitable[_shard_pb2.CastVoteReply]]:
+        """Governance. A user's vote, cast with their staked balance as voting
+        power; recorded once per (proposal, principal) and reported to the hub.
+        """
+
+    @_abc_1.abstractmethod
+    def SetDisabled(
+        self,
+        request: _shard_pb2.SetDisabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_pb2.ShardStatus, _abc.Awaitable[_shard_pb2.ShardStatus]]:
+        """Called by the hub only, carrying out an adopted disable_shard or
+        enable_shard proposal: a disabled shard mints nothing.
         """
 
 def add_UserShardServicer_to_server(servicer: UserShardServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

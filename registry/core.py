@@ -11,7 +11,7 @@ from registry.config import RegistryConfig
 from registry.poker import HubPoker
 from registry.store import RegistryStore
 from runtime import logs
-from runtime.errors import NoCapacity, UnknownUser
+from runtime.errors import InvalidArgument, NoCapacity, UnknownUser
 from runtime.principals import check_principal
 
 __all__ = ["Registry", "wall_clock_ms"]
@@ -83,6 +83,21 @@ class Registry:
         assignment.validate_address(address)
         info = await self.store.register(shard_id, address, now_ms=self.clock())
         log.info("shard_registered", shard_id=shard_id, address=address, users=info.users)
+        return self._with_limit(info)
+
+    async def set_shard_state(self, shard_id: str, *, disabled: bool) -> registry_pb2.ShardInfo:
+        """Disable a shard (it gets no new users) or enable it again (idempotent).
+
+        Only the hub calls this, carrying out an adopted proposal. Raises
+        :class:`InvalidArgument` for an unknown shard.
+        """
+        assignment.validate_shard_id(shard_id)
+        info = await self.store.set_disabled(
+            shard_id, disabled=disabled, hard_limit=self.config.hard_limit
+        )
+        if info is None:
+            raise InvalidArgument(f"no shard {shard_id!r} in the directory")
+        log.info("shard_state_set", shard_id=shard_id, disabled=disabled)
         return self._with_limit(info)
 
     def list_shards(self) -> registry_pb2.ShardDirectory:

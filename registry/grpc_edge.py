@@ -20,6 +20,8 @@ ACCESS: Rules = {
     "Lookup": {Role.GATEWAY, Role.OPERATOR},
     "RegisterShard": {Role.HUB},
     "ListShards": {Role.GATEWAY, Role.HUB, Role.OPERATOR},
+    # Only the hub, carrying out an adopted disable_shard or enable_shard proposal.
+    "SetShardState": {Role.HUB},
 }
 
 
@@ -46,3 +48,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.ListShardsRequest, context: Context
     ) -> registry_pb2.ShardDirectory:
         return self._registry.list_shards()
+
+    async def SetShardState(
+        self, request: registry_pb2.SetShardStateRequest, context: Context
+    ) -> registry_pb2.ShardInfo:
+        return await self._registry.set_shard_state(request.shard_id, disabled=request.disabled)

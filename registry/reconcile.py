@@ -33,6 +33,7 @@ __all__ = [
     "Judgement",
     "judge",
     "observe_store",
+    "set_disabled",
     "settle",
     "state_of",
     "store_nearly_full",
@@ -40,6 +41,7 @@ __all__ = [
 
 ACTIVE = registry_pb2.SHARD_STATE_ACTIVE
 FULL = registry_pb2.SHARD_STATE_FULL
+DISABLED = registry_pb2.SHARD_STATE_DISABLED
 
 
 def store_nearly_full(used: int, size: int, full_fraction: float) -> bool:
@@ -48,7 +50,10 @@ def store_nearly_full(used: int, size: int, full_fraction: float) -> bool:
 
 
 def state_of(shard: registry_pb2.ShardInfo, hard_limit: int) -> registry_pb2.ShardState.ValueType:
-    """FULL at the hard limit or with a store near full, else ACTIVE."""
+    """DISABLED by an adopted proposal; else FULL at the hard limit or with a store
+    near full; else ACTIVE."""
+    if shard.disabled:
+        return DISABLED
     return FULL if shard.users >= hard_limit or shard.store_full else ACTIVE
 
 
@@ -68,6 +73,17 @@ def observe_store(
     updated.store_full = shard.store_full or store_nearly_full(used, size, full_fraction)
     updated.state = state_of(updated, hard_limit)
     return updated, updated.state == FULL and shard.state != FULL
+
+
+def set_disabled(
+    shard: registry_pb2.ShardInfo, *, disabled: bool, hard_limit: int
+) -> registry_pb2.ShardInfo:
+    """``shard`` disabled (no new users, whatever its room) or enabled again."""
+    updated = registry_pb2.ShardInfo()
+    updated.CopyFrom(shard)
+    updated.disabled = disabled
+    updated.state = state_of(updated, hard_limit)
+    return updated
 
 
 @dataclass(frozen=True)

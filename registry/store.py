@@ -197,6 +197,23 @@ class RegistryStore(WrittenStore):
 
         return await self.committer.submit(fn)
 
+    async def set_disabled(
+        self, shard_id: str, *, disabled: bool, hard_limit: int
+    ) -> registry_pb2.ShardInfo | None:
+        """Disable ``shard_id`` (no new users) or enable it; None if unknown."""
+        store = self.store
+
+        def fn(txn: lmdb.Transaction) -> registry_pb2.ShardInfo | None:
+            key = shard_id.encode()
+            shard = get_msg(txn, store.db("shards"), key, registry_pb2.ShardInfo)
+            if shard is None:
+                return None
+            updated = reconcile.set_disabled(shard, disabled=disabled, hard_limit=hard_limit)
+            put_msg(txn, store.db("shards"), key, updated)
+            return updated
+
+        return await self.committer.submit(fn)
+
     async def observe_store(
         self, shard_id: str, *, used: int, size: int, full_fraction: float, hard_limit: int
     ) -> tuple[registry_pb2.ShardInfo, bool] | None:

@@ -11,17 +11,22 @@ same class with :func:`from_rpc_error`, so a caller one hop away can catch
     │   └── BadContentPack       INVALID_ARGUMENT     a pack rejected whole
     ├── NotFound                 NOT_FOUND
     │   ├── UnknownUnit
-    │   └── UnknownUser
+    │   ├── UnknownUser
+    │   └── UnknownProposal
     ├── Conflict                 FAILED_PRECONDITION  state forbids it
     │   ├── IdempotencyKeyReused  same key, different request
-    │   └── WrongShard           the user lives on another shard
+    │   ├── WrongShard           the user lives on another shard
+    │   ├── AlreadyVoted         one vote per (proposal, principal)
+    │   └── ProposalDecided      the vote came after the decision
     ├── LimitExceeded            RESOURCE_EXHAUSTED
     │   ├── DailyLimitExceeded
     │   └── NoCapacity           every shard is full
     ├── PermissionDenied         PERMISSION_DENIED
+    │   └── NotEnoughStake       no stake to vote, or too little to propose
     ├── Unavailable              UNAVAILABLE          a dependency is down
     │   ├── PeerUnreachable       the peer could not be reached at all
-    │   └── StoreFull            a store's map is full: writes wait, reads work
+    │   ├── StoreFull            a store's map is full: writes wait, reads work
+    │   └── ShardDisabled        disabled by governance: reads work, no minting
     └── DeadlineExceeded         DEADLINE_EXCEEDED
 
 Anything else is a bug: the edge logs it whole and answers ``INTERNAL`` with
@@ -36,6 +41,7 @@ import grpc
 
 __all__ = [
     "ERROR_TRAILER",
+    "AlreadyVoted",
     "BadContentPack",
     "CanistryError",
     "Conflict",
@@ -45,11 +51,15 @@ __all__ = [
     "InvalidArgument",
     "LimitExceeded",
     "NoCapacity",
+    "NotEnoughStake",
     "NotFound",
     "PeerUnreachable",
     "PermissionDenied",
+    "ProposalDecided",
+    "ShardDisabled",
     "StoreFull",
     "Unavailable",
+    "UnknownProposal",
     "UnknownUnit",
     "UnknownUser",
     "WrongShard",
@@ -98,6 +108,10 @@ class UnknownUser(NotFound):
     code = "unknown-user"
 
 
+class UnknownProposal(NotFound):
+    code = "unknown-proposal"
+
+
 class Conflict(CanistryError):
     code = "conflict"
     status = grpc.StatusCode.FAILED_PRECONDITION
@@ -109,6 +123,14 @@ class IdempotencyKeyReused(Conflict):
 
 class WrongShard(Conflict):
     code = "wrong-shard"
+
+
+class AlreadyVoted(Conflict):
+    code = "already-voted"
+
+
+class ProposalDecided(Conflict):
+    code = "proposal-decided"
 
 
 class LimitExceeded(CanistryError):
@@ -127,6 +149,12 @@ class NoCapacity(LimitExceeded):
 class PermissionDenied(CanistryError):
     code = "permission-denied"
     status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class NotEnoughStake(PermissionDenied):
+    """Voting needs a staked balance, and proposing at least the hub's minimum."""
+
+    code = "not-enough-stake"
 
 
 class Unavailable(CanistryError):
@@ -148,6 +176,12 @@ class StoreFull(Unavailable):
     """A store has no room for this write. Reads still work; writes resume once room is made."""
 
     code = "store-full"
+
+
+class ShardDisabled(Unavailable):
+    """An adopted proposal disabled this shard: its users read, but it mints nothing."""
+
+    code = "shard-disabled"
 
 
 class DeadlineExceeded(CanistryError):

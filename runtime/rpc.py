@@ -518,6 +518,10 @@ async def rpc_errors(peer: str) -> AsyncIterator[None]:
             raise PeerUnreachable(f"{peer} is unavailable") from exc
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise DeadlineExceeded(f"{peer} did not answer in time") from exc
+        if exc.code() == grpc.StatusCode.CANCELLED and not _has_trailer(exc):
+            # The server cancelled it while shutting down (a drain, a restart): it may
+            # have run, so not PeerUnreachable, but worth another try, not a 500.
+            raise Unavailable(f"{peer} is restarting; try again") from exc
         error = from_rpc_error(exc)
         if isinstance(error, PeerUnreachable):
             error = Unavailable(error.message)

@@ -27,6 +27,12 @@ def test_rules_cover_every_method_and_follow_the_design() -> None:
     assert rules["/canistry.hub.v1.Hub/RequestAllowance"] == {Role.SHARD}
     assert rules["/canistry.hub.v1.Hub/EnsureCapacity"] == ANY
     assert rules["/canistry.registry.v1.Registry/RegisterShard"] == {Role.HUB}
+    # Governance: only the hub carries out what stakers adopted.
+    assert rules["/canistry.registry.v1.Registry/SetShardState"] == {Role.HUB}
+    assert rules["/canistry.shard.v1.UserShard/SetDisabled"] == {Role.HUB}
+    assert rules["/canistry.shard.v1.UserShard/CastVote"] == {Role.GATEWAY}
+    assert rules["/canistry.hub.v1.Hub/CreateProposal"] == {Role.GATEWAY}
+    assert rules["/canistry.hub.v1.Hub/ReportVotes"] == {Role.SHARD}
     for method in ("CreateUser", "GetUser", "UpdateProfile", "SubmitQuiz", "GetBalance"):
         assert rules[f"/canistry.shard.v1.UserShard/{method}"] == {Role.GATEWAY}
     assert rules["/canistry.shard.v1.UserShard/GetShardStatus"] == {

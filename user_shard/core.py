@@ -12,8 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from canistry import __version__
 from protos import shard_pb2
-from runtime.errors import InvalidArgument, UnknownUser
+from runtime.errors import (
+    InvalidArgument,
+    ProposalDecided,
+    ShardDisabled,
+    UnknownProposal,
+    UnknownUser,
+)
 from user_shard import microbank
 from user_shard.limits import DailyLimits, today
 from user_shard.peers import ContentClient
@@ -27,6 +34,7 @@ from user_shard.validate import (
     validate_profile,
     validate_submission,
 )
+from user_shard.voting import VoteReporter
 
 __all__ = ["MAX_CENSUS", "Shard", "ShardCounters"]
 
@@ -69,7 +77,9 @@ class Shard:
         policy: microbank.RefillPolicy,
         mint_rate: microbank.MintRate,
         clock: Callable[[], int],
+        votes: VoteReporter | None = None,
     ) -> None:
+        """``votes`` reports the votes cast here to the hub (None: votes are refused)."""
         self.shard_id = shard_id
         self.store = store
         self.content = content
@@ -81,6 +91,8 @@ class Shard:
         self._submissions = 0
         self._replays = 0
         self._rewarded = 0
+        self.votes = votes
+        self._disabled: bool | None = None  # read from the store at first use
 
     @property
     def counters(self) -> ShardCounters:
@@ -131,6 +143,8 @@ class Shard:
             next_seq=figures.next_seq,
             hub_calls=figures.hub_calls + self.refiller.unrecorded_calls,
             rewarded_submissions=figures.rewarded_submissions,
+            disabled=self.disabled,
+            version=__version__,
         )
 
     def census(self, request: shard_pb2.CensusRequest) -> shard_pb2.CensusReply:
@@ -163,6 +177,11 @@ class Shard:
         """
         validate_submission(request)
         principal = validate_principal(request.principal)
+        if self.disabled:
+            raise ShardDisabled(
+                f"shard {self.shard_id} is disabled by an adopted proposal: reads work, "
+                "submissions wait until it is enabled again"
+            )
         answers = dict(request.answers)
         fingerprint = request_fingerprint(request.unit_id, answers)
         key = request.idempotency_key
@@ -184,6 +203,44 @@ class Shard:
         if self.policy.needs_refill(outcome.ledger):
             self.refiller.wake()
         return outcome.reply
+
+    # -- governance ------------------------------------------------------------
+
+    @property
+    def disabled(self) -> bool:
+        if self._disabled is None:
+            self._disabled = self.store.disabled()
+        return self._disabled
+
+    async def set_disabled(self, request: shard_pb2.SetDisabledRequest) -> shard_pb2.ShardStatus:
+        """Disable (no submissions, so no minting) or enable this shard, durably."""
+        if request.shard_id != self.shard_id:
+            raise InvalidArgument(f"this is {self.shard_id}, not {request.shard_id}")
+        await self.store.set_disabled(request.disabled)
+        self._disabled = request.disabled
+        return self.status()
+
+    async def cast_vote(self, request: shard_pb2.CastVoteRequest) -> shard_pb2.CastVoteReply:
+        """Record a user's vote with their staked balance as its power, and have it counted.
+
+        Raises UnknownUser, NotEnoughStake (nothing staked), AlreadyVoted,
+        UnknownProposal, ProposalDecided, or Unavailable when the hub cannot
+        count it now (it stays recorded and is reported later).
+        """
+        principal = validate_principal(request.principal)
+        if self.votes is None or request.proposal_id < 1:
+            raise InvalidArgument("no such proposal")
+        vote = await self.store.record_vote(
+            principal, request.proposal_id, yes=request.yes, now_ms=self._clock()
+        )
+        outcome = await self.votes.report(request.proposal_id, principal)
+        if outcome.status == "unknown":
+            raise UnknownProposal(f"no proposal {request.proposal_id}")
+        if outcome.status == "decided":
+            raise ProposalDecided(f"proposal {request.proposal_id} is decided; the vote came late")
+        return shard_pb2.CastVoteReply(
+            voting_power=vote.voting_power, yes=outcome.yes, no=outcome.no, state=outcome.state
+        )
 
     # -- helpers ---------------------------------------------------------------
 

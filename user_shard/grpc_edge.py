@@ -27,6 +27,10 @@ ACCESS: Rules = {
     "GetBalance": _GATEWAY,
     "GetShardStatus": {Role.GATEWAY, Role.OPERATOR, Role.HUB},
     "Census": {Role.REGISTRY},
+    # A user's vote reaches their shard through the gateway; only the hub,
+    # carrying out an adopted proposal, disables or enables a shard.
+    "CastVote": _GATEWAY,
+    "SetDisabled": {Role.HUB},
 }
 
 
@@ -68,6 +72,16 @@ class ShardServicer(shard_pb2_grpc.UserShardServicer):
         self, request: shard_pb2.CensusRequest, context: Context
     ) -> shard_pb2.CensusReply:
         return self._shard.census(request)
+
+    async def CastVote(
+        self, request: shard_pb2.CastVoteRequest, context: Context
+    ) -> shard_pb2.CastVoteReply:
+        return await self._shard.cast_vote(request)
+
+    async def SetDisabled(
+        self, request: shard_pb2.SetDisabledRequest, context: Context
+    ) -> shard_pb2.ShardStatus:
+        return await self._shard.set_disabled(request)
 
 
 def binding(shard: Shard) -> ServiceBinding:

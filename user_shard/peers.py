@@ -112,6 +112,19 @@ class HubClient:
         granted: int = grant.granted
         return granted
 
+    async def report_votes(self, votes: Sequence[hub_pb2.Vote]) -> list[hub_pb2.VoteOutcome]:
+        """Report a batch of votes; one outcome per vote. Raises Unavailable and the like."""
+        try:
+            async with rpc_errors("hub"):
+                reply = await self._stub.ReportVotes(
+                    hub_pb2.VoteBatch(shard_id=self.shard_id, votes=votes),
+                    timeout=HUB_DEADLINE_S,
+                )
+        except (Unavailable, DeadlineExceeded):
+            await self._reconnect()
+            raise
+        return list(reply.outcomes)
+
     async def _reconnect(self) -> None:
         old = self._channel
         self._channel = make_channel(self._address, self._tls, server_role=Role.HUB)

@@ -24,6 +24,7 @@ from user_shard.peers import ContentClient, HubClient
 from user_shard.refiller import Refiller
 from user_shard.store import ShardStore
 from user_shard.sweeper import ReplySweeper
+from user_shard.voting import VoteReporter
 
 __all__ = ["ShardService", "wall_clock_ms"]
 
@@ -70,6 +71,7 @@ class ShardService(Lifecycle):
             batch=config.idempotency_sweep_batch,
             clock=clock,
         )
+        self.votes = VoteReporter(self.store, self.hub.report_votes)
         self.shard = Shard(
             config.shard_id,
             self.store,
@@ -79,6 +81,7 @@ class ShardService(Lifecycle):
             policy=policy,
             mint_rate=mint_rate,
             clock=clock,
+            votes=self.votes,
         )
         # shard_id: the edge refuses calls meant for another shard (a stale
         # route to an address this shard now holds).
@@ -106,6 +109,7 @@ class ShardService(Lifecycle):
             await self.store.start()
             self._loops.spawn(self.refiller.run(), name="allowance-refill")
             self._loops.spawn(self.sweeper.run(), name="idempotency-sweep")
+            self._loops.spawn(self.votes.run(), name="vote-report")
             await self.server.start()
         except BaseException:
             await self.stop()
@@ -119,6 +123,7 @@ class ShardService(Lifecycle):
         self._stopped = True
         await self.server.stop()
         await self._loops.stop()
+        await self.votes.close()
         await self.store.stop()
         await self.content.close()
         await self.hub.close()

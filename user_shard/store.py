@@ -8,7 +8,10 @@ Databases (values are protobuf messages):
   index, oldest first, so pruning old replies reads only what it deletes
 - ``pending``: 8-byte big-endian queue position -> principal, oldest first;
   a user is queued once, when their pending goes above zero
-- ``meta``: ``ledger`` -> :class:`Ledger` (plus the schema version)
+- ``votes``: 8-byte big-endian proposal id + principal -> :class:`StoredVote`
+- ``vote_queue``: the ``votes`` keys not yet reported to the hub -> empty
+- ``meta``: ``ledger`` -> :class:`Ledger`, ``disabled`` -> ``b"1"`` while an
+  adopted proposal keeps the shard disabled (plus the schema version)
 
 Reads run on the caller's thread in a read transaction. Every write is a
 function run by the one :class:`~runtime.store.GroupCommitter`, which reads
@@ -34,7 +37,13 @@ import lmdb
 
 from protos import shard_pb2
 from runtime import logs
-from runtime.errors import StoreFull, Unavailable, UnknownUser
+from runtime.errors import (
+    AlreadyVoted,
+    NotEnoughStake,
+    StoreFull,
+    Unavailable,
+    UnknownUser,
+)
 from runtime.store import Store, StoreConfig, WrittenStore, get_msg, put_msg
 from user_shard import microbank
 from user_shard.limits import DailyLimits, utc_day
@@ -46,6 +55,11 @@ log = logs.get_logger(__name__)
 
 SCHEMA_VERSION = 2
 _LEDGER_KEY = b"ledger"
+_DISABLED_KEY = b"disabled"
+
+
+def vote_key(proposal_id: int, principal: bytes) -> bytes:
+    return proposal_id.to_bytes(8, "big") + principal
 
 
 def idem_key(principal: bytes, key: str) -> bytes:
@@ -104,7 +118,7 @@ class ShardStore(WrittenStore):
         super().__init__(
             StoreConfig(
                 path=data_dir,
-                databases=("users", "idem", "pending", "idem_exp"),
+                databases=("users", "idem", "pending", "idem_exp", "votes", "vote_queue"),
                 schema_version=SCHEMA_VERSION,
                 migrations={1: _index_replies},
                 map_size=map_size,
@@ -165,7 +179,79 @@ class ShardStore(WrittenStore):
         with self._read() as txn:
             return int(txn.stat(self.store.db("idem"))["entries"])
 
+    def disabled(self) -> bool:
+        """Whether an adopted proposal disabled this shard (it then mints nothing)."""
+        with self._read() as txn:
+            return txn.get(_DISABLED_KEY, db=self.store.db("meta")) == b"1"
+
+    def vote(self, proposal_id: int, principal: bytes) -> shard_pb2.StoredVote | None:
+        with self._read() as txn:
+            return get_msg(
+                txn, self.store.db("votes"), vote_key(proposal_id, principal), shard_pb2.StoredVote
+            )
+
+    def unreported_votes(self, limit: int) -> list[tuple[int, bytes, shard_pb2.StoredVote]]:
+        """Up to ``limit`` recorded votes the hub has not acknowledged yet."""
+        out = []
+        with self._read() as txn:
+            votes = self.store.db("votes")
+            for raw_key in txn.cursor(db=self.store.db("vote_queue")).iternext(values=False):
+                key = bytes(raw_key)
+                vote = get_msg(txn, votes, key, shard_pb2.StoredVote)
+                if vote is not None:
+                    out.append((int.from_bytes(key[:8], "big"), key[8:], vote))
+                if len(out) >= limit:
+                    break
+        return out
+
     # -- writes --------------------------------------------------------------
+
+    async def set_disabled(self, disabled: bool) -> None:
+        def write(txn: lmdb.Transaction) -> None:
+            txn.put(_DISABLED_KEY, b"1" if disabled else b"0", db=self.store.db("meta"))
+
+        await self.committer.submit(write)
+
+    async def record_vote(
+        self, principal: bytes, proposal_id: int, *, yes: bool, now_ms: int
+    ) -> shard_pb2.StoredVote:
+        """Record a user's vote once, with their staked balance now as its power.
+
+        Raises :class:`UnknownUser`, :class:`NotEnoughStake` (nothing staked) or
+        :class:`AlreadyVoted`.
+        """
+
+        def write(txn: lmdb.Transaction) -> shard_pb2.StoredVote:
+            user = self._user_or_raise(txn, principal)
+            key = vote_key(proposal_id, principal)
+            before = get_msg(txn, self.store.db("votes"), key, shard_pb2.StoredVote)
+            # A vote the hub called unknown (no such proposal yet) did not count.
+            if before is not None and before.status != "unknown":
+                raise AlreadyVoted(f"{principal.decode()} already voted on proposal {proposal_id}")
+            if user.staked == 0:
+                raise NotEnoughStake("voting needs a staked balance; earn tokens first")
+            vote = shard_pb2.StoredVote(yes=yes, voting_power=user.staked, at_ms=now_ms)
+            put_msg(txn, self.store.db("votes"), key, vote)
+            txn.put(key, b"", db=self.store.db("vote_queue"))
+            return vote
+
+        return await self.committer.submit(write)
+
+    async def mark_reported(self, done: list[tuple[int, bytes, str]]) -> None:
+        """Record the hub's answer to each (proposal, principal) vote reported."""
+
+        def write(txn: lmdb.Transaction) -> None:
+            db = self.store.db("votes")
+            for proposal_id, principal, status in done:
+                key = vote_key(proposal_id, principal)
+                vote = get_msg(txn, db, key, shard_pb2.StoredVote)
+                if vote is not None:
+                    vote.reported = True
+                    vote.status = status
+                    put_msg(txn, db, key, vote)
+                txn.delete(key, db=self.store.db("vote_queue"))
+
+        await self.committer.submit(write)
 
     async def create_user(
         self, principal: bytes, profile: shard_pb2.Profile, now_ms: int

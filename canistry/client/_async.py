@@ -17,10 +17,13 @@ from canistry.client._models import (
     Balance,
     ClusterInfo,
     Me,
+    Proposal,
+    ProposalPage,
     Registration,
     SubmissionResult,
     Unit,
     UnitPage,
+    VoteResult,
 )
 
 __all__ = ["AsyncClient"]
@@ -133,6 +136,33 @@ class AsyncClient:
 
     async def cluster(self) -> ClusterInfo:
         return await self._run(calls.cluster())
+
+    async def propose(
+        self,
+        kind: str,
+        title: str,
+        summary: str = "",
+        *,
+        shard: str | None = None,
+        template: str | None = None,
+    ) -> Proposal:
+        """Make a proposal (``disable_shard``/``enable_shard`` name a shard, ``upgrade_shards``
+        a template). 403 ``not-enough-stake`` below the hub's minimum stake."""
+        return await self._run(calls.propose(kind, title, summary, shard, template))
+
+    async def proposal(self, proposal_id: int) -> Proposal:
+        return await self._run(calls.proposal(proposal_id))
+
+    async def proposals(
+        self, *, cursor: str | None = None, limit: int | None = None
+    ) -> ProposalPage:
+        """Proposals, newest first."""
+        return await self._run(calls.proposals(cursor, limit))
+
+    async def vote(self, proposal_id: int, yes: bool) -> VoteResult:
+        """Vote with the signed-in user's staked balance: 403 with no stake, 409 if
+        already voted or decided."""
+        return await self._run(calls.vote(proposal_id, yes))
 
     async def health(self) -> dict[str, Any]:
         return await self._run(calls.health("/healthz"))

@@ -22,10 +22,13 @@ from canistry.client._models import (
     Balance,
     ClusterInfo,
     Me,
+    Proposal,
+    ProposalPage,
     Registration,
     SubmissionResult,
     Unit,
     UnitPage,
+    VoteResult,
 )
 
 __all__ = ["Call", "build_request", "retry_wait"]
@@ -145,6 +148,53 @@ def submit(unit_id: str, answers: Mapping[str, str], key: str | None) -> Call[Su
 
 def cluster() -> Call[ClusterInfo]:
     return Call("GET", "/v1/cluster", lambda r: ClusterInfo.from_json(_json(r)), signed=False)
+
+
+def propose(
+    kind: str, title: str, summary: str, shard: str | None, template: str | None
+) -> Call[Proposal]:
+    action: dict[str, str] = {"kind": kind}
+    if shard is not None:
+        action["shard"] = shard
+    if template is not None:
+        action["template"] = template
+    return Call(
+        "POST",
+        "/v1/proposals",
+        lambda r: Proposal.from_json(_json(r)),
+        json={"action": action, "title": title, "summary": summary},
+        ok=(201,),
+    )
+
+
+def proposal(proposal_id: int) -> Call[Proposal]:
+    return Call(
+        "GET", f"/v1/proposals/{proposal_id}", lambda r: Proposal.from_json(_json(r)), signed=False
+    )
+
+
+def proposals(cursor: str | None, limit: int | None) -> Call[ProposalPage]:
+    params: dict[str, str | int] = {}
+    if cursor is not None:
+        params["cursor"] = cursor
+    if limit is not None:
+        params["limit"] = limit
+    return Call(
+        "GET",
+        "/v1/proposals",
+        lambda r: ProposalPage.from_json(_json(r)),
+        signed=False,
+        params=params,
+    )
+
+
+def vote(proposal_id: int, yes: bool) -> Call[VoteResult]:
+    return Call(
+        "POST",
+        f"/v1/proposals/{proposal_id}/votes",
+        lambda r: VoteResult.from_json(_json(r)),
+        json={"vote": "yes" if yes else "no"},
+    )
 
 
 def health(path: str) -> Call[dict[str, Any]]:

@@ -216,6 +216,7 @@ class ShardInfo:
     state: str
     users: int
     capacity: int
+    template_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +229,63 @@ class ClusterInfo:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ClusterInfo:
-        shards = tuple(ShardInfo(s["id"], s["state"], s["users"], s["capacity"])
-                       for s in d["shards"])  # fmt: skip
+        shards = tuple(ShardInfo(s["id"], s["state"], s["users"], s["capacity"],
+                                 s.get("template_version", "")) for s in d["shards"])  # fmt: skip
         return cls(shards, d["soft_limit"], d["total_granted"], d["cap"], d["total_staked"])
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What carrying out a proposal did to one shard."""
+
+    shard: str
+    ok: bool
+    detail: str
+    template_version: str
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A governance proposal: ``state`` is open, adopted, rejected, executing, executed
+    or failed; ``action`` is ``{kind, shard?, template?, template_version?}``."""
+
+    id: int
+    action: dict[str, Any]
+    title: str
+    summary: str
+    proposer: str
+    state: str
+    yes: int
+    no: int
+    total_voting_power: int
+    deadline: str
+    deadline_ms: int
+    results: tuple[ShardResult, ...]
+    detail: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Proposal:
+        results = tuple(ShardResult(**r) for r in d["results"])
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__ if f != "results"}, results=results)
+
+
+@dataclass(frozen=True)
+class ProposalPage:
+    proposals: tuple[Proposal, ...]
+    next_cursor: str | None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ProposalPage:
+        return cls(tuple(Proposal.from_json(p) for p in d["proposals"]), d["next_cursor"])
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    voting_power: int
+    yes: int
+    no: int
+    state: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> VoteResult:
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__})

@@ -16,10 +16,13 @@ from canistry.client._models import (
     Balance,
     ClusterInfo,
     Me,
+    Proposal,
+    ProposalPage,
     Registration,
     SubmissionResult,
     Unit,
     UnitPage,
+    VoteResult,
 )
 
 __all__ = ["Client"]
@@ -118,6 +121,31 @@ class Client:
 
     def cluster(self) -> ClusterInfo:
         return self._run(calls.cluster())
+
+    def propose(
+        self,
+        kind: str,
+        title: str,
+        summary: str = "",
+        *,
+        shard: str | None = None,
+        template: str | None = None,
+    ) -> Proposal:
+        """Make a proposal (``disable_shard``/``enable_shard`` name a shard, ``upgrade_shards``
+        a template). 403 ``not-enough-stake`` below the hub's minimum stake."""
+        return self._run(calls.propose(kind, title, summary, shard, template))
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        return self._run(calls.proposal(proposal_id))
+
+    def proposals(self, *, cursor: str | None = None, limit: int | None = None) -> ProposalPage:
+        """Proposals, newest first."""
+        return self._run(calls.proposals(cursor, limit))
+
+    def vote(self, proposal_id: int, yes: bool) -> VoteResult:
+        """Vote with the signed-in user's staked balance: 403 with no stake, 409 if
+        already voted or decided."""
+        return self._run(calls.vote(proposal_id, yes))
 
     def health(self) -> dict[str, Any]:
         return self._run(calls.health("/healthz"))

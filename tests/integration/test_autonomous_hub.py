@@ -31,6 +31,16 @@ HUB = "canistry.hub.v1.Hub"
 INTROSPECT = "canistry.runtime.v1.Introspect"
 #: Every hub RPC: shards ask for allowance, anyone asks for a capacity check, the rest read.
 HUB_METHODS = {"RequestAllowance", "EnsureCapacity", "GetTreasury", "ListHubShards", "GetHubConfig"}
+#: Governance RPCs and the fields of their requests: none sets anything. A proposal
+#: only asks; the hub changes what it runs only by carrying out one stakers adopted.
+GOVERNANCE_FIELDS = {
+    "CreateProposal": {"proposer", "proposer_stake", "action", "title", "summary"},
+    "GetProposal": {"id"},
+    "ListProposals": {"before", "limit"},
+    "ReportVotes": {"shard_id", "votes"},
+}
+#: What a proposal may ask for: the kinds of docs/design.md §4, nothing else.
+ACTION_FIELDS = {"kind", "shard_id", "template", "template_version"}
 #: The only request that carries fields, and what they are: a shard's own ask.
 ALLOWANCE_FIELDS = {"shard_id", "seq", "amount", "staked_delta"}
 CAP = 1000
@@ -100,14 +110,24 @@ async def test_no_rpc_can_change_what_the_hub_was_set_up_with(cluster: Cluster) 
 
     methods = {m.name: m for m in hub_service.method}
     print(f"  {HUB} methods: {sorted(methods)}")
-    assert set(methods) == HUB_METHODS
+    assert set(methods) == HUB_METHODS | set(GOVERNANCE_FIELDS)
     assert [m.name for m in introspect.method] == ["GetRpcCounts"]
     for name, method in methods.items():
         fields = {f.name for f in messages[method.input_type].field}
+        if name in GOVERNANCE_FIELDS:
+            assert fields == GOVERNANCE_FIELDS[name], name
+            continue
         # A request with no fields cannot carry a setting; the one that has some is a
         # shard's own allowance ask, which the hub holds to its id, seq and the cap.
         assert fields == (ALLOWANCE_FIELDS if name == "RequestAllowance" else set()), name
     assert all(m.input_type != ".canistry.hub.v1.HubConfig" for m in methods.values())
+    action = {f.name for f in messages[".canistry.hub.v1.ProposalAction"].field}
+    assert action == ACTION_FIELDS
+    policy = {f.name for f in messages[".canistry.hub.v1.HubConfig"].field}
+    governed = set().union(*GOVERNANCE_FIELDS.values(), action)
+    # The one setting a proposal may name is the shard template an upgrade asks for,
+    # and the hub takes it only by carrying out an upgrade stakers adopted.
+    assert governed & policy <= {"template_version"}, "a governance request names a setting"
 
     # What it was set up with, for good.
     assert (config.cap, config.soft_limit, config.hard_limit, config.warm_pool) == (CAP, 2, 3, 1)

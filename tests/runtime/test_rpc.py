@@ -93,3 +93,15 @@ async def test_only_a_peer_that_could_not_be_reached_is_peer_unreachable() -> No
             assert not isinstance(info.value, PeerUnreachable)
     finally:
         await server._server.stop(0)
+
+
+async def test_a_call_the_server_cancelled_while_stopping_is_unavailable_not_internal() -> None:
+    # A shard drained for a restart (an upgrade) may cancel a call it just took: the
+    # caller should try again (503), not report an internal error (500).
+    cancelled = grpc.aio.AioRpcError(
+        grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), details="stopping"
+    )
+    with pytest.raises(Unavailable, match="restarting") as caught:
+        async with rpc.rpc_errors("shard-0001"):
+            raise cancelled
+    assert type(caught.value) is Unavailable
