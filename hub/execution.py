@@ -69,11 +69,14 @@ async def resolve_process_template(template: str) -> str:
         if not path.is_file() or not os.access(path, os.X_OK):
             raise InvalidArgument(f"template {template!r} is not an executable file")
         return subprocess.run(
-            [str(path), "-c", _VERSION_PROBE],
+            # Isolated (-I) and from "/": the cwd (a checkout, say) must not answer for
+            # the interpreter's own canistry.
+            [str(path), "-I", "-c", _VERSION_PROBE],
             capture_output=True,
             text=True,
             timeout=30,
             env=template_env(),
+            cwd="/",
             check=False,
         )
 

@@ -165,6 +165,9 @@ class ProcessSpawner:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=_child_env(record.python),
+                # Not the hub's cwd: `-m canistry` puts the cwd first on sys.path, and a
+                # checkout there would shadow the canistry the interpreter itself holds.
+                cwd=data_dir,
             )
         write_atomically(data_dir / PID_FILE, f"{proc.pid}\n")
         return proc
