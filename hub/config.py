@@ -34,7 +34,8 @@ __all__ = [
 #: the hub) and ``docker`` (a container per shard, hub/docker_spawner.py, which pins
 #: the shard image's ID at init). Any other :class:`~hub.spawner.Spawner` is
 #: injected by whoever builds the hub (tests).
-SPAWNERS = ("process", "docker")
+# Beyond one host (issue 11): hub/kubernetes_spawner.py and hub/swarm_spawner.py.
+SPAWNERS = ("process", "docker", "kubernetes", "swarm")
 
 #: HubConfig fields fixed at init (addresses are where peers are now, not policy).
 POLICY_FIELDS = (
@@ -68,6 +69,8 @@ def template_version(spawner: str) -> str:
     """What a new shard runs: for ``process``, this package's version; else the backend's."""
     if spawner == "docker":
         return "docker:"  # the hub pins the image's ID at init (hub.docker_spawner.pin_image)
+    if spawner in ("kubernetes", "swarm"):
+        return f"{spawner}:"  # pinned at init by the backend's pin_image
     if spawner != "process":
         return spawner
     try:
