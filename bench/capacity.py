@@ -57,13 +57,14 @@ from runtime.store import put_msg
 __all__ = [
     "bulk_load_registry",
     "bulk_load_shard",
+    "measure_assign",
     "measure_gateway",
     "measure_hub",
     "measure_registry",
     "measure_shard",
 ]
 
-NAMES = ("shard", "registry", "hub", "gateway")
+NAMES = ("shard", "registry", "assign", "hub", "gateway")
 _BATCH = 10_000
 
 
@@ -301,6 +302,51 @@ def measure_registry(principal_count: int = 1_000_000, lookups: int = 20_000) ->
         }
 
 
+def measure_assign(shard_total: int = 1_000, assigns: int = 2_000) -> dict[str, Any]:
+    """Registration cost with ``shard_total`` shards in the directory (all but the newest FULL).
+
+    ``RegistryStore.assign`` reads the whole directory in its write
+    transaction to choose a shard, so its cost grows with the shard count.
+    Sequential assigns, no fsync (the CPU part; a durable commit adds one
+    fsync per group).
+    """
+    from registry.store import RegistryStore
+
+    names = list(principals(shard_total, seed=3))
+
+    async def run(data_dir: Path) -> list[float]:
+        store = RegistryStore(data_dir, durable=False)
+        await store.start()
+        try:
+            s = store.store
+            with s.write() as txn:  # the newest shard is open
+                last = registry_pb2.ShardInfo()
+                last.ParseFromString(
+                    bytes(txn.get(f"shard-{shard_total - 1:04d}".encode(), db=s.db("shards")))
+                )
+                last.state, last.users, last.hard_limit = registry_pb2.SHARD_STATE_ACTIVE, 0, 10**9
+                put_msg(txn, s.db("shards"), last.shard_id.encode(), last)
+            out = []
+            for p in principals(assigns, seed=4):
+                t0 = time.perf_counter()
+                await store.assign(p, soft_limit=10**9, hard_limit=10**9, now_ms=1)
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
+        finally:
+            await store.stop()
+
+    with tempfile.TemporaryDirectory(prefix="canistry-cap-assign-") as tmp:
+        bulk_load_registry(Path(tmp) / "registry", names, shards=shard_total)
+        latencies = asyncio.run(run(Path(tmp) / "registry"))
+    return {
+        "shards": shard_total,
+        "assigns": assigns,
+        "assign_p50_ms": round(statistics.median(latencies), 3),
+        "assign_p99_ms": round(_percentile(latencies, 0.99), 3),
+        "assigns_per_s_sequential": round(assigns / (sum(latencies) / 1000), 1),
+    }
+
+
 # -- hub -----------------------------------------------------------------------
 
 
@@ -494,14 +540,23 @@ def hit_rates(counters: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def measure_gateway(
-    users: int = 200, seconds: float = 20.0, concurrency: int = 8
+    users: int = 200,
+    seconds: float = 20.0,
+    concurrency: int = 8,
+    *,
+    workers: int = 1,
+    mix: str = "read=70,submit=30",
 ) -> dict[str, Any]:
-    """A one-shard cluster, the default loadtest mix, then the gateway's cache counters."""
+    """A one-shard cluster, a loadtest with ``mix``, then the gateway's cache counters.
+
+    With ``workers`` > 1 each worker keeps its own caches and ``/metrics`` is
+    one worker's (the one that answers): the rates are a sample.
+    """
     from bench._driver import up_config
     from canistry.up import Cluster
 
     with tempfile.TemporaryDirectory(prefix="canistry-cap-gw-") as tmp:
-        cfg = up_config(Path(tmp) / "cluster", min_shards=1)
+        cfg = up_config(Path(tmp) / "cluster", min_shards=1, gateway_workers=workers)
         cluster = Cluster(cfg, io.StringIO())
         try:
             cluster.boot()
@@ -520,6 +575,8 @@ def measure_gateway(
                 "--concurrency",
                 str(concurrency),
                 "--quiet",
+                "--mix",
+                mix,
                 "--seed",
                 "5",
                 "--report",
@@ -537,8 +594,10 @@ def measure_gateway(
         "users": users,
         "seconds": seconds,
         "concurrency": concurrency,
-        "mix": report.get("mix"),
-        "requests": report.get("requests") or report.get("total"),
+        "gateway_workers": workers,
+        "mix": mix,
+        "requests": report["totals"]["requests"],
+        "errors": report["totals"]["errors"],
         "cache_counters": counters,
         "hit_rate": hit_rates(counters),
     }
@@ -555,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=1_000, help="shards the hub knows")
     p.add_argument("--load-users", type=int, default=200, help="loadtest users (gateway)")
     p.add_argument("--load-seconds", type=float, default=20.0, help="loadtest duration (gateway)")
+    p.add_argument("--gateway-workers", type=int, default=1, help="gateway worker processes")
+    p.add_argument("--mix", default="read=70,submit=30", help="loadtest mix (gateway)")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
     logs.configure("capacity", level="warning")
@@ -565,8 +626,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = {
         "shard": lambda: measure_shard(args.users),
         "registry": lambda: measure_registry(args.principals),
+        "assign": lambda: measure_assign(args.shards),
         "hub": lambda: measure_hub(args.shards),
-        "gateway": lambda: measure_gateway(args.load_users, args.load_seconds),
+        "gateway": lambda: measure_gateway(
+            args.load_users, args.load_seconds, workers=args.gateway_workers, mix=args.mix
+        ),
     }
     figures: dict[str, Any] = {"cpus": os.cpu_count()}
     for name in wanted:
