@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import grpc
 
-from hub import kubernetes_spawner
+from hub import kubernetes_spawner, swarm_spawner
 from hub.capacity import IN_PROGRESS_STEPS
 from hub.clock import Clock, wall_clock_ms
 from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
@@ -130,6 +130,9 @@ class HubService(Lifecycle):
         elif wanted.spawner == "kubernetes":  # the shard image, as given (best by digest)
             k8s = kubernetes_spawner.KubernetesSettings.from_env()
             wanted.template_version = kubernetes_spawner.pin_image(k8s)
+        elif wanted.spawner == "swarm":  # the shard image, pinned by its registry digest
+            swarm = swarm_spawner.SwarmSettings.from_env()
+            wanted.template_version = await asyncio.to_thread(swarm_spawner.pin_image, swarm)
         self.policy, self.config_differences = await self.store.init_config(wanted)
         if self.config_differences:
             log.warning(
@@ -228,6 +231,8 @@ class HubService(Lifecycle):
         )
         if policy.spawner == "docker":
             return make_docker_spawner(template, policy, self.settings.server.tls)
+        if policy.spawner == "swarm":
+            return swarm_spawner.make_swarm_spawner(template, policy, self.settings.server.tls)
         if policy.spawner == "kubernetes":
             return kubernetes_spawner.make_kubernetes_spawner(
                 template, policy, self.settings.server.tls
