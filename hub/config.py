@@ -111,8 +111,9 @@ class HubSettings:
     max_grant: int = 50_000_000
     """The most one allowance request may be granted."""
     spawner: str = "process"
-    """Where shards run: ``process`` (children of this hub) or ``docker`` (containers). A
-    hub built with an injected spawner stores that spawner's name instead."""
+    """Where shards run: ``process`` (children of this hub), ``docker`` (containers),
+    ``swarm`` (Swarm services) or ``kubernetes`` (StatefulSets). A hub built with an
+    injected spawner stores that spawner's name instead."""
     daily_attempt_limit: int = 20
     """Quiz attempts per user per UTC day (handed to shards)."""
     daily_token_limit: int = 1000
