@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 mkdir -p deploy/wheels
-"$PYTHON" -m pip wheel --quiet --wheel-dir deploy/wheels . setuptools wheel
+"$PYTHON" -m pip wheel --quiet --wheel-dir deploy/wheels ".[kubernetes]" setuptools wheel
 rm -f deploy/wheels/canistry-*.whl  # the image builds canistry from its own source copy
 ls deploy/wheels | wc -l | xargs echo "deploy/wheels: wheels:"

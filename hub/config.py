@@ -34,7 +34,8 @@ __all__ = [
 #: the hub) and ``docker`` (a container per shard, hub/docker_spawner.py, which pins
 #: the shard image's ID at init). Any other :class:`~hub.spawner.Spawner` is
 #: injected by whoever builds the hub (tests).
-SPAWNERS = ("process", "docker")
+# Beyond one host (issue 11): hub/kubernetes_spawner.py and hub/swarm_spawner.py.
+SPAWNERS = ("process", "docker", "kubernetes", "swarm")
 
 #: HubConfig fields fixed at init (addresses are where peers are now, not policy).
 POLICY_FIELDS = (
@@ -75,6 +76,8 @@ def template_version(spawner: str) -> str:
     """What a new shard runs: for ``process``, this package's version; else the backend's."""
     if spawner == "docker":
         return "docker:"  # the hub pins the image's ID at init (hub.docker_spawner.pin_image)
+    if spawner in ("kubernetes", "swarm"):
+        return f"{spawner}:"  # pinned at init by the backend's pin_image
     if spawner != "process":
         return spawner
     try:
@@ -115,8 +118,9 @@ class HubSettings:
     max_grant: int = 50_000_000
     """The most one allowance request may be granted."""
     spawner: str = "process"
-    """Where shards run: ``process`` (children of this hub) or ``docker`` (containers). A
-    hub built with an injected spawner stores that spawner's name instead."""
+    """Where shards run: ``process`` (children of this hub), ``docker`` (containers),
+    ``swarm`` (Swarm services) or ``kubernetes`` (StatefulSets). A hub built with an
+    injected spawner stores that spawner's name instead."""
     daily_attempt_limit: int = 20
     """Quiz attempts per user per UTC day (handed to shards)."""
     daily_token_limit: int = 1000

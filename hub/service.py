@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 import grpc
 
+from hub import kubernetes_spawner, swarm_spawner
 from hub.capacity import IN_PROGRESS_STEPS
 from hub.clock import Clock, wall_clock_ms
 from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
 from hub.core import Hub
-from hub.docker_spawner import DockerSettings, DockerSpawner, make_docker_spawner, pin_image
+from hub.docker_spawner import DockerSettings, make_docker_spawner, pin_image
 from hub.execution import make_governance
 from hub.grpc_edge import ACCESS, HubServicer
 from hub.pacing import StartPacer
@@ -43,6 +45,16 @@ from runtime.metrics import Figure
 from runtime.tls import ClusterCA, Role
 
 __all__ = ["HubService"]
+
+
+@runtime_checkable
+class _Reconciling(Protocol):
+    """A spawner that matches what runs with the records at start and watches it (docker & co)."""
+
+    async def reconcile(self, records: list[hub_pb2.ShardRecord]) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 log = logs.get_logger(__name__)
 
@@ -117,6 +129,12 @@ class HubService(Lifecycle):
             wanted.template_version = template_version(self.spawner.name)
         elif wanted.spawner == "docker":  # the shard image, pinned by ID at init
             wanted.template_version = await asyncio.to_thread(pin_image, DockerSettings.from_env())
+        elif wanted.spawner == "kubernetes":  # the shard image, as given (best by digest)
+            k8s = kubernetes_spawner.KubernetesSettings.from_env()
+            wanted.template_version = kubernetes_spawner.pin_image(k8s)
+        elif wanted.spawner == "swarm":  # the shard image, pinned by its registry digest
+            swarm = swarm_spawner.SwarmSettings.from_env()
+            wanted.template_version = await asyncio.to_thread(swarm_spawner.pin_image, swarm)
         self.policy, self.config_differences = await self.store.init_config(wanted)
         if self.config_differences:
             log.warning(
@@ -132,7 +150,7 @@ class HubService(Lifecycle):
         self.registry = RegistryClient(settings.registry_address, tls=tls)
         if self.spawner is None:
             self.spawner = self._make_spawner(policy)
-        if isinstance(self.spawner, DockerSpawner):  # docker: reconcile both ways at start
+        if isinstance(self.spawner, _Reconciling):  # docker & co: reconcile both ways at start
             await self.spawner.reconcile(self.store.shards())
         spawns = Spawns(
             self.store,
@@ -221,6 +239,12 @@ class HubService(Lifecycle):
         )
         if policy.spawner == "docker":
             return make_docker_spawner(template, policy, self.settings.server.tls)
+        if policy.spawner == "swarm":
+            return swarm_spawner.make_swarm_spawner(template, policy, self.settings.server.tls)
+        if policy.spawner == "kubernetes":
+            return kubernetes_spawner.make_kubernetes_spawner(
+                template, policy, self.settings.server.tls
+            )
         return ProcessSpawner(template)
 
     async def _timer(self, interval_s: float) -> None:
@@ -277,7 +301,7 @@ class HubService(Lifecycle):
             await self._tasks.stop()
             if self.rounds is not None:
                 await self.rounds.close()
-            if isinstance(self.spawner, DockerSpawner):  # stop watching the engine
+            if isinstance(self.spawner, _Reconciling):  # stop watching the engine
                 await self.spawner.close()
             if self.registry is not None:
                 await self.registry.close()

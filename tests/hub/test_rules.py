@@ -173,7 +173,7 @@ def test_settings_validate_and_differences_name_fields(tmp_path) -> None:  # typ
     with pytest.raises(ValueError, match="soft_limit"):
         HubSettings(**base, soft_limit=10, hard_limit=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="spawner"):
-        HubSettings(**base, spawner="swarm")  # type: ignore[arg-type]
+        HubSettings(**base, spawner="nomad")  # type: ignore[arg-type]
     a = HubSettings(**base).init_config()  # type: ignore[arg-type]
     b = HubSettings(**base, cap=5, min_shards=3).init_config()  # type: ignore[arg-type]
     assert differences(a, b) == ["cap", "min_shards"]
