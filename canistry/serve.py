@@ -61,7 +61,8 @@ def add_serve_parser(sub: Any) -> None:
             type=int,
             default=0,
             help="serve Prometheus /metrics over HTTP on this port, on --host (default: any free "
-            "port, written to DATA_DIR/metrics.addr; the gateway serves /metrics on --port)",
+            "port in 20000-29999, below the ephemeral range, written to DATA_DIR/metrics.addr; "
+            "the gateway serves /metrics on --port)",
         )
         sp.add_argument(
             "--log-level",

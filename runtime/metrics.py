@@ -11,14 +11,17 @@ Each service process keeps its metrics in the default registry:
   a shard's users, balances, allowance and pending rewards, the hub's
   treasury and spawns, the content service's verifications.
 
-:class:`MetricsServer` serves ``/metrics`` over plain HTTP on its own port
-(0 picks a free one) and records ``host:port`` in ``metrics.addr`` in the
-service's data directory, where ``canistry status --metrics`` finds it. The
-gateway serves its own ``/metrics`` on its HTTP port instead.
+:class:`MetricsServer` serves ``/metrics`` over plain HTTP on its own port (0
+picks a free one below the ephemeral port range, so that it never takes a
+port the cluster handed to a service that has not bound it yet) and records
+``host:port`` in ``metrics.addr`` in the service's data directory, where
+``canistry status --metrics`` finds it. The gateway serves its own
+``/metrics`` on its HTTP port instead.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,6 +97,23 @@ def register_figures(read: Callable[[], Iterator[Figure]]) -> Callable[[], None]
     return lambda: REGISTRY.unregister(collector)
 
 
+#: Where a metrics server with no port of its own binds: below Linux's ephemeral range
+#: (32768-60999), from which the cluster picks the ports its services are handed
+#: before they start. A port taken from there could be one a shard is about to bind.
+_METRICS_PORTS = range(20_000, 30_000)
+
+
+def _bind_outside_ephemeral(host: str) -> tuple[WSGIServer, threading.Thread]:
+    """``start_http_server`` on a free port of :data:`_METRICS_PORTS` (tried at random)."""
+    ports = random.sample(_METRICS_PORTS, 64)
+    for port in ports:
+        try:
+            return start_http_server(port, host)
+        except OSError:  # taken: try another
+            continue
+    raise OSError(f"no free metrics port in {ports[0]}..; pass --metrics-port")
+
+
 class MetricsServer(Lifecycle):
     """``/metrics`` over HTTP on ``host:port``; ``address`` is valid after ``start()``."""
 
@@ -116,7 +136,10 @@ class MetricsServer(Lifecycle):
         return f"{host}:{self._httpd.server_port}"
 
     async def start(self) -> None:
-        self._httpd, self._thread = start_http_server(self.port, self.host)
+        if self.port:
+            self._httpd, self._thread = start_http_server(self.port, self.host)
+        else:
+            self._httpd, self._thread = _bind_outside_ephemeral(self.host)
         if self.data_dir is not None:
             write_atomically(self.data_dir / self.file_name, self.address + "\n")
 
