@@ -180,6 +180,14 @@ async def test_stopped_shard_container_is_restarted_by_the_hub(compose: Compose)
 
 
 async def test_restarted_hub_readopts_its_shard_containers(compose: Compose) -> None:
+    # A spawn under way when the hub restarts is rightly finished (started) by the new
+    # hub: restart it only once every spawn is over, and every shard container runs.
+    def settled() -> bool:
+        steps = {r["step"] for r in hub_records(compose)}
+        running = all(c.status == "running" for c in compose.shards().values())
+        return steps <= {"SPAWN_STEP_REGISTERED", "SPAWN_STEP_WARM"} and running
+
+    await eventually(settled, 120, "every spawn over, every shard running", ignore=(Exception,))
     before = {sid: c.id for sid, c in compose.shards().items()}
     hub = compose.container("hub")
     since = int(time.time())
