@@ -231,25 +231,15 @@ class KubernetesSpawner:
         return f"{self.object_name(shard_id)}.{self.settings.namespace}.svc:{port}", port
 
     def argv(self, record: hub_pb2.ShardRecord) -> list[str]:
-        t, s = self.template, self.settings
-        argv = [
-            "serve", "shard",
-            "--shard-id", record.shard_id,
-            "--data-dir", f"{SHARD_HOME}/data",
-            "--host", "0.0.0.0",
-            "--port", str(s.shard_port),
-            "--hub", s.hub_address,
-            "--content", t.content_address,
-            "--daily-attempt-limit", str(t.daily_attempt_limit),
-            "--daily-token-limit", str(t.daily_token_limit),
-            "--base-allowance", str(t.base_allowance),
-        ]  # fmt: skip
-        argv += ["--tls-dir", f"{SHARD_HOME}/tls"] if t.tls else ["--insecure"]
-        if not t.durable:
-            argv.append("--no-fsync")
-        if t.commit_per_request:
-            argv.append("--no-group-commit")
-        return argv
+        s = self.settings
+        return self.template.serve_args(
+            record.shard_id,
+            data_dir=f"{SHARD_HOME}/data",
+            host="0.0.0.0",
+            port=s.shard_port,
+            hub=s.hub_address,
+            tls_dir=f"{SHARD_HOME}/tls",
+        )
 
     def spec_hash(self, record: hub_pb2.ShardRecord) -> str:
         s = self.settings

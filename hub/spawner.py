@@ -114,6 +114,36 @@ class ShardTemplate:
     False runs them ``--insecure`` (only under a plain-text hub, in tests)."""
     host: str = "127.0.0.1"
 
+    def serve_args(
+        self,
+        shard_id: str,
+        *,
+        data_dir: str,
+        port: int,
+        hub: str,
+        tls_dir: str,
+        host: str | None = None,
+    ) -> list[str]:
+        """``canistry serve shard ...`` for one shard: the one place every backend
+        (process, container, service, pod) builds a shard's command from."""
+        args = ["serve", "shard", "--shard-id", shard_id, "--data-dir", data_dir]
+        if host is not None:
+            args += ["--host", host]
+        args += [
+            "--port", str(port),
+            "--hub", hub,
+            "--content", self.content_address,
+            "--daily-attempt-limit", str(self.daily_attempt_limit),
+            "--daily-token-limit", str(self.daily_token_limit),
+            "--base-allowance", str(self.base_allowance),
+        ]  # fmt: skip
+        args += ["--tls-dir", tls_dir] if self.tls else ["--insecure"]
+        if not self.durable:
+            args.append("--no-fsync")
+        if self.commit_per_request:
+            args.append("--no-group-commit")
+        return args
+
 
 class ProcessSpawner:
     """Each shard is a child process in its own session, logging to ``DIR/shard.log``."""
@@ -127,26 +157,16 @@ class ProcessSpawner:
 
     def argv(self, record: hub_pb2.ShardRecord) -> list[str]:
         t = self.template
-        argv = [
-            record.python or sys.executable, "-m", "canistry", "serve", "shard",
-            "--shard-id", record.shard_id,
-            "--data-dir", record.data_dir,
-            "--port", str(record.port),
-            "--hub", t.hub_address(),
-            "--content", t.content_address,
-            "--daily-attempt-limit", str(t.daily_attempt_limit),
-            "--daily-token-limit", str(t.daily_token_limit),
-            "--base-allowance", str(t.base_allowance),
+        return [
+            record.python or sys.executable, "-m", "canistry",
+            *t.serve_args(
+                record.shard_id,
+                data_dir=record.data_dir,
+                port=record.port,
+                hub=t.hub_address(),
+                tls_dir=str(shard_tls_dir(record.data_dir)),
+            ),
         ]  # fmt: skip
-        if t.tls:
-            argv += ["--tls-dir", str(shard_tls_dir(record.data_dir))]
-        else:
-            argv.append("--insecure")
-        if not t.durable:
-            argv.append("--no-fsync")
-        if t.commit_per_request:
-            argv.append("--no-group-commit")
-        return argv
 
     async def start(self, record: hub_pb2.ShardRecord) -> int:
         proc = await asyncio.to_thread(self._popen, record)
