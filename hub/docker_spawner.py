@@ -215,10 +215,7 @@ class DockerSpawner:
     def client(self) -> Any:
         """The engine client (made on first use; blocking: use it in worker threads)."""
         if self._client is None:
-            import docker
-
-            with _engine_errors("reach the Docker engine"):
-                self._client = docker.from_env()
+            self._client = engine_client()
         return self._client
 
     # ---- names, spec, labels ----
@@ -568,6 +565,15 @@ def _seen_from(attrs: dict[str, Any]) -> Seen:
         pid=int(state.get("Pid") or 0),
         spec=labels.get(LABEL_SPEC, ""),
     )
+
+
+def engine_client() -> Any:
+    """A ``docker.DockerClient`` from the environment (blocking: it asks the engine its API
+    version). Raises :class:`EngineError` when no engine answers."""
+    import docker
+
+    with _engine_errors("reach the Docker engine"):
+        return docker.from_env()
 
 
 def docker_not_found() -> type[Exception]:

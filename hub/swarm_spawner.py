@@ -56,6 +56,7 @@ from hub.docker_spawner import (
     EngineError,
     ShardStartFailed,
     _engine_errors,
+    engine_client,
 )
 from hub.spawner import ShardTemplate, shard_tls_dir
 from protos import hub_pb2
@@ -179,11 +180,9 @@ class SwarmSpawner:
 
     @property
     def client(self) -> Any:
+        """The engine client (made on first use; blocking: use it in worker threads)."""
         if self._client is None:
-            import docker
-
-            with _engine_errors("reach the Docker engine"):
-                self._client = docker.from_env()
+            self._client = engine_client()
         return self._client
 
     # ---- names, spec, labels ----
