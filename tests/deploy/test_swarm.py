@@ -161,28 +161,44 @@ class Stack:
         return "".join(c.logs(since=since).decode() for c in self.containers(f"{self.name}_hub"))
 
     def remove_shards(self) -> None:
-        self.docker("service", "scale", "--detach", f"{self.name}_hub=0", check=False)
+        """The README's first two steps: the hub to 0 (waiting, as the CLI does), then its shards.
+
+        Scaling with ``--detach`` would leave a hub running while its shard
+        services go, and it would heal them by creating them again.
+        """
+        self.docker("service", "scale", f"{self.name}_hub=0", check=False)
+        self._remove_shard_services()
+
+    def _remove_shard_services(self) -> None:
+        import docker.errors
+
         for service in self.shard_services().values():
-            service.remove()
+            try:
+                service.remove()
+            except docker.errors.NotFound:
+                pass
 
     def rm(self) -> None:
         """The operator's full stop: the hub to 0 replicas, its shard services, the stack."""
         self.remove_shards()
         self.docker("stack", "rm", self.name, check=False)
 
-        def gone() -> bool:
-            left = self.engine.containers.list(
+        def left() -> dict[str, int]:
+            stack = self.engine.containers.list(
                 all=True, filters={"label": f"com.docker.stack.namespace={self.name}"}
             )
             shards = self.engine.containers.list(
                 all=True, filters={"label": f"io.canistry.cluster={self.name}"}
             )
             nets = self.engine.networks.list(names=[self.env["CANISTRY_NETWORK"]])
-            return not left and not shards and not nets
+            return {"stack containers": len(stack), "shard containers": len(shards),
+                    "networks": len(nets), "shard services": len(self.shard_services())}  # fmt: skip
 
         deadline = time.monotonic() + 120
-        while not gone():
-            assert time.monotonic() < deadline, "the stack was not removed in 120 s"
+        while any((remaining := left()).values()):
+            assert time.monotonic() < deadline, f"the stack was not removed in 120 s: {remaining}"
+            if remaining["shard services"]:
+                self._remove_shard_services()
             time.sleep(0.5)
 
     def teardown(self) -> None:
