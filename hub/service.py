@@ -3,8 +3,10 @@
 Background work, all owned and ended in :meth:`HubService.stop`: the
 supervisor loop, the capacity loop and the timer that wakes it every
 ``scale_interval_s`` (under one :class:`~runtime.lifecycle.BackgroundTasks`),
-and a running spawn (owned by the capacity rounds). ``stop()`` first drains
-the gRPC server, so a call under way still finds the parts it needs, then
+and a running spawn (owned by the capacity rounds). ``stop()`` first pauses
+the supervisor (a shard stopped alongside the hub, as ``docker-compose down``
+does, is not started again), drains the gRPC server, so a call under way
+still finds the parts it needs, then
 cancels the background work and closes the rest. It leaves the shards
 running (they outlive the hub and are re-adopted by the next one); use
 :func:`hub.spawner.stop_shards` to stop them.
@@ -287,13 +289,17 @@ class HubService(Lifecycle):
         yield "hub_shard_restarts", "Shard restarts after a crash", sum(r.restarts for r in records)
 
     async def stop(self) -> None:
-        """Drain the server, then stop the background work and close (not the shards).
+        """Pause the supervisor, drain the server, stop the background work, close.
+
+        The shards keep running.
 
         Idempotent; safe after a start that failed partway.
         """
         if self._stopped:
             return
         self._stopped = True
+        if self.supervisor is not None:
+            self.supervisor.pause()  # shards stopped with the hub stay stopped
         try:
             if self._server is not None:
                 await self._server.stop()  # drain: calls under way still find every part

@@ -91,6 +91,15 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._held: set[str] = set()
         """Shards an upgrade is restarting itself: left alone until released."""
+        self._paused = False
+
+    def pause(self) -> None:
+        """Start nothing from now on: the hub is stopping.
+
+        Under ``docker-compose down`` the engine stops the shards while the hub
+        drains; a supervisor still running would start them again.
+        """
+        self._paused = True
 
     async def hold(self, shard_id: str) -> None:
         """Leave ``shard_id`` alone (an upgrade stops and starts it) once no start of
@@ -148,6 +157,8 @@ class Supervisor:
 
     async def tick(self) -> None:
         """One pass over the shards."""
+        if self._paused:
+            return
         now = self.clock()
         due: list[hub_pb2.ShardRecord] = []
         for record in self.store.shards():

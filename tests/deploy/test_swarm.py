@@ -184,15 +184,17 @@ class Stack:
         self.docker("stack", "rm", self.name, check=False)
 
         def left() -> dict[str, int]:
-            stack = self.engine.containers.list(
+            # The low-level list: no inspection of each one, which races with its removal.
+            stack = self.engine.api.containers(
                 all=True, filters={"label": f"com.docker.stack.namespace={self.name}"}
             )
-            shards = self.engine.containers.list(
+            shards = self.engine.api.containers(
                 all=True, filters={"label": f"io.canistry.cluster={self.name}"}
             )
             nets = self.engine.networks.list(names=[self.env["CANISTRY_NETWORK"]])
+            services = self.shard_services()
             return {"stack containers": len(stack), "shard containers": len(shards),
-                    "networks": len(nets), "shard services": len(self.shard_services())}  # fmt: skip
+                    "networks": len(nets), "shard services": len(services)}  # fmt: skip
 
         deadline = time.monotonic() + 120
         while any((remaining := left()).values()):

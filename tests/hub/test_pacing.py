@@ -148,3 +148,24 @@ async def test_a_resume_starts_shards_a_few_at_a_time_newest_and_busiest_first_u
     finally:
         await client.close()
         await store.stop()
+
+
+async def test_a_paused_supervisor_starts_nothing(
+    tmp_path: Path, registry: RegistryService, spawner: FakeSpawner
+) -> None:
+    """A stopping hub pauses first: shards stopped alongside it (compose down) stay down."""
+    store = HubStore(tmp_path / "hub", durable=False)
+    await store.start()
+    client = RegistryClient(registry.address)
+    try:
+        await store.put_shard(record(1, port=free_port()))
+        paused = Supervisor(store, spawner, client)
+        paused.pause()
+        await paused.tick()
+        await asyncio.sleep(0.05)  # a start would have begun by now (as below)
+        assert spawner.starts == [] and paused.ticks == 0
+        await Supervisor(store, spawner, client).tick()
+        await eventually(lambda: spawner.starts == ["shard-0001"], what="an unpaused start")
+    finally:
+        await client.close()
+        await store.stop()
