@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from canistry.progress import Progress
 from hub.backoff import Backoff
 
-__all__ = ["Child", "ChildFailed", "serve_argv"]
+__all__ = ["Child", "ChildFailed", "restart_exited", "serve_argv"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -57,7 +58,8 @@ class Child:
     name: str
     argv: list[str]
     ready_file: Path
-    log_file: Path
+    log_file: Path | None
+    """Where its output goes; None: this process's own stdout and stderr."""
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -67,9 +69,11 @@ class Child:
     def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.ready_file.unlink()
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab")
-        try:
+        with contextlib.ExitStack() as stack:
+            log = None
+            if self.log_file is not None:
+                self.log_file.parent.mkdir(parents=True, exist_ok=True)
+                log = stack.enter_context(open(self.log_file, "ab"))
             self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -78,8 +82,6 @@ class Child:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        finally:
-            log.close()
         self.started_at = time.monotonic()
 
     def wait_ready(self, stall_s: float = 30.0) -> str:
@@ -133,14 +135,37 @@ class Child:
             self.proc.wait()
 
 
-def _size(path: Path) -> int:
+def restart_exited(
+    children: Iterable[Child], say: Callable[[str], None], now: float | None = None
+) -> None:
+    """Restart each child that exited, paced by its :class:`Backoff`."""
+    now = time.monotonic() if now is None else now
+    for child in children:
+        code = child.exited()
+        backoff = child.backoff
+        if code is None:
+            backoff.alive(now)
+            continue
+        if backoff.retry_at is None:
+            say(f"{child.name} exited with code {code}; restarting in {backoff.delay_s:.2f}s")
+        if backoff.dead(now):
+            backoff.restarted(now)
+            child.restarts += 1
+            child.start()
+
+
+def _size(path: Path | None) -> int:
+    if path is None:
+        return -1
     try:
         return path.stat().st_size
     except FileNotFoundError:
         return -1
 
 
-def tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path | None, lines: int = 15) -> str:
+    if path is None:
+        return "(its output is this process's)"
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from canistry.flags import add_config_flags, config_values
+from canistry.replicas import parse_replicas, run_replicas
 from runtime import logs
 from runtime.files import write_atomically
 from runtime.metrics import ADDRESS_FILE, MetricsServer, register_figures
@@ -96,13 +97,23 @@ def add_serve_parser(sub: Any) -> None:
     c.add_argument(
         "--sample", action="store_true", help="import the shipped sample pack before serving"
     )
-    c.add_argument(
+    replicas = c.add_mutually_exclusive_group()
+    replicas.add_argument(
         "--replica",
         type=int,
         default=0,
         metavar="K",
         help="serve as replica K of several content processes sharing --port (SO_REUSEPORT) "
         "and --data-dir (one LMDB, many readers); 0: the only one (default: 0)",
+    )
+    replicas.add_argument(
+        "--replicas",
+        type=parse_replicas,
+        default=1,
+        metavar="N|auto",
+        help="run N replicas (--replica 1..N) under this process, restarting any that dies: "
+        "how a container serves content from several processes; auto: one per four cores, "
+        "at most four (default: 1, this process serves)",
     )
 
     from hub.config import HubSettings
@@ -254,10 +265,13 @@ def _run_gateway(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     name = args.shard_id if args.service == "shard" else args.service
-    logs.configure(name, level=args.log_level)
+    logs.configure(_per_replica(name, _replica(args)), level=args.log_level)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     if args.service == "gateway":
         return _run_gateway(args)
+    if args.service == "content" and args.replicas > 1:
+        with _pid_file(args.data_dir):
+            return run_replicas(args, args.replicas)
     try:
         factory = _build(args)
     except (ServeError, ValueError) as exc:

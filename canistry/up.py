@@ -26,14 +26,14 @@ import os
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from canistry.children import Child, ChildFailed, serve_argv
+from canistry.children import Child, ChildFailed, restart_exited, serve_argv
 from canistry.layout import CERTIFIED, CORE_SERVICES, DEFAULT_DATA_DIR, ClusterLayout
 from canistry.progress import Progress
+from canistry.replicas import MAX_REPLICAS, default_content_replicas
 from gateway.config import GatewayConfig, default_workers
 from hub.config import MAX_WARM_POOL, HubSettings, kept_notes
 from hub.spawner import stop_shards
@@ -47,11 +47,6 @@ __all__ = ["UpConfig", "UpError", "run_up"]
 
 #: The sample web app, served at /app/ when this is a checkout (docs/design.md §7).
 WEB_APP = Path(__file__).resolve().parents[1] / "examples" / "web"
-
-
-def default_content_replicas() -> int:
-    """One content process per four cores, at least one and at most four."""
-    return max(1, min(4, (os.cpu_count() or 1) // 4))
 
 
 class UpError(RuntimeError):
@@ -125,8 +120,8 @@ class UpConfig:
             raise UpError("--max-shards must be at least --min-shards")
         if self.scale_interval_s <= 0:
             raise UpError("--scale-interval must be positive")
-        if not 1 <= self.content_replicas <= 64:
-            raise UpError("--content-replicas must be in 1..64")
+        if not 1 <= self.content_replicas <= MAX_REPLICAS:
+            raise UpError(f"--content-replicas must be in 1..{MAX_REPLICAS}")
         if not 0 <= self.warm_pool <= MAX_WARM_POOL:
             raise UpError(f"--warm-pool must be in 0..{MAX_WARM_POOL}")
         if self.content_pack is not None and not self.content_pack.is_file():
@@ -336,22 +331,7 @@ class Cluster:
 
     def supervise_once(self, now: float | None = None) -> None:
         """Restart each core service that exited, paced by its :class:`Backoff`."""
-        now = time.monotonic() if now is None else now
-        for child in self.children.values():
-            code = child.exited()
-            backoff = child.backoff
-            if code is None:
-                backoff.alive(now)
-                continue
-            if backoff.retry_at is None:
-                self.say(
-                    f"canistry: {child.name} exited with code {code}; "
-                    f"restarting in {backoff.delay_s:.2f}s"
-                )
-            if backoff.dead(now):
-                backoff.restarted(now)
-                child.restarts += 1
-                child.start()
+        restart_exited(self.children.values(), lambda text: self.say(f"canistry: {text}"), now)
 
     def stop(self) -> None:
         # The front door first, then the hub so it spawns nothing new; then the rest.
