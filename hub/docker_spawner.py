@@ -35,6 +35,11 @@ create and record) is resolved by inspecting the container and adopting it if
 its labels say it is this cluster's shard. **Readiness** is the gRPC health
 check within the start deadline, not "running"; a container that exits
 first (bad image, bad config) fails the start at once and is removed.
+
+**Under docker-compose**, shard containers also carry the compose labels of
+a one-off container of the hub's service (:func:`compose_labels`), so a plain
+``docker-compose down`` stops and removes them with the rest (their volumes
+stay), and ``ps`` lists them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tarfile
 import threading
 import time
@@ -80,6 +86,15 @@ LABEL_CLUSTER = "io.canistry.cluster"
 LABEL_SHARD = "io.canistry.shard"
 LABEL_SPEC = "io.canistry.spec"
 MANAGED_BY = "canistry-hub"
+#: docker-compose's labels that a shard container copies from a hub run by compose.
+COMPOSE_PROJECT = "com.docker.compose.project"
+_COMPOSE_KEPT = (
+    COMPOSE_PROJECT,
+    "com.docker.compose.service",
+    "com.docker.compose.project.working_dir",
+    "com.docker.compose.project.config_files",
+    "com.docker.compose.version",
+)
 #: The stored template_version of a docker hub: this prefix and the image ID.
 TEMPLATE_PREFIX = "docker:"
 #: Where a shard's volume is mounted; the image's HEALTHCHECK reads ``tls/`` under it.
@@ -210,6 +225,9 @@ class DockerSpawner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._compose: dict[str, str] = {}
+        """The compose labels shard containers get (:func:`compose_labels`), learnt at
+        :meth:`reconcile`."""
 
     @property
     def client(self) -> Any:
@@ -259,6 +277,7 @@ class DockerSpawner:
 
     def labels(self, record: hub_pb2.ShardRecord) -> dict[str, str]:
         return {
+            **self._compose,
             LABEL_MANAGED_BY: MANAGED_BY,
             LABEL_CLUSTER: self.settings.cluster_id,
             LABEL_SHARD: record.shard_id,
@@ -328,6 +347,7 @@ class DockerSpawner:
         labelled containers without a record as orphans (left alone).
         """
         await asyncio.to_thread(self._refresh)  # makes the client too, off the loop
+        self._compose = await asyncio.to_thread(self._own_compose_labels)
         by_id = {r.shard_id: r for r in records if r.step != hub_pb2.SPAWN_STEP_ABANDONED}
         with self._lock:
             seen = dict(self._seen)
@@ -400,6 +420,16 @@ class DockerSpawner:
             self._seen = seen
 
     # ---- engine work (worker threads) ----
+
+    def _own_compose_labels(self) -> dict[str, str]:
+        """:func:`compose_labels` of the hub's own container (its hostname is its id)."""
+        import docker.errors
+
+        try:
+            own = self.client.containers.get(socket.gethostname())
+        except docker.errors.DockerException:  # not a container of this engine
+            return {}
+        return compose_labels(own.labels or {})
 
     def _tls_archive(self, record: hub_pb2.ShardRecord) -> bytes:
         """``data/`` and ``tls/`` (the certificate the hub issued) as a tar for the volume."""
@@ -565,6 +595,20 @@ def _seen_from(attrs: dict[str, Any]) -> Seen:
         pid=int(state.get("Pid") or 0),
         spec=labels.get(LABEL_SPEC, ""),
     )
+
+
+def compose_labels(hub: Mapping[str, str]) -> dict[str, str]:
+    """The labels that make a shard container a one-off container of the hub's compose
+    service, as ``docker-compose run`` makes them; {} for a hub not run by compose.
+
+    ``docker-compose down`` then stops and removes the shard containers with the
+    rest, while ``up``, ``restart`` and ``stop`` leave them alone (one-off
+    containers are not a service's replicas), and ``ps`` lists them.
+    """
+    if not hub.get(COMPOSE_PROJECT):
+        return {}
+    kept = {key: hub[key] for key in _COMPOSE_KEPT if key in hub}
+    return {**kept, "com.docker.compose.oneoff": "True"}
 
 
 def engine_client() -> Any:

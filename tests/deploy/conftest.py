@@ -150,16 +150,14 @@ class Compose:
         return out.decode()
 
     def stop_all(self, *down_args: str) -> None:
-        """The README's full stop: the hub first (so it starts nothing), its shards, the rest."""
-        self.run("stop", "--timeout", "10", "hub", check=False)
-        self.remove_shards()
+        """The README's full stop: a plain ``down`` (it removes the hub's shard containers)."""
         self.run("down", "--timeout", "10", *down_args)
 
     def teardown(self) -> None:
         try:
             self.stop_all("--volumes")
         except subprocess.CalledProcessError:
-            self.remove_shards()
+            self.remove_shards()  # what a failed down left
             self.run("down", "--volumes", "--timeout", "5", check=False)
         for volume in self.engine.volumes.list(
             filters={"label": f"io.canistry.cluster={self.project}"}
@@ -183,6 +181,7 @@ def compose(engine: Any, image: str) -> Iterator[Compose]:
         "CANISTRY_SOFT_LIMIT": "3",
         "CANISTRY_HARD_LIMIT": "6",
         "CANISTRY_WARM_POOL": "1",
+        "CANISTRY_CONTENT_REPLICAS": "2",
         "CANISTRY_SCALE_INTERVAL": "2",
     }
     cluster = Compose(project, env, port, engine)

@@ -13,6 +13,7 @@ serving container, cold and warm; heal time; image size) are printed.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 
 from canistry.client import Client, Identity
 from canistry.loadtest._answers import AnswerBook
+from content_service.service import load_sample_pack
 from tests.deploy.conftest import ROOT, Compose
 from tests.polling import eventually
 
@@ -60,6 +62,28 @@ def hub_records(compose: Compose) -> list[dict[str, Any]]:
         compose.in_network("-c", LIST_SHARDS, volumes=operator(compose))
     )
     return records
+
+
+def import_unit(compose: Compose, unit_id: str, title: str) -> str:
+    """``canistry content import`` from a container on the network, as the operator."""
+    unit = {**json.loads(load_sample_pack())["units"][0], "id": unit_id, "title": title}
+    with tempfile.TemporaryDirectory() as tmp:
+        pack = Path(tmp, "pack.json")
+        pack.write_text(json.dumps({"units": [unit]}))
+        pack.chmod(0o644)
+        Path(tmp).chmod(0o755)
+        return compose.in_network(
+            "-m", "canistry", "content", "import", "/pack.json", "--content-addr",
+            "content:7000", "--tls-dir", "/op",
+            volumes={**operator(compose), str(pack): {"bind": "/pack.json", "mode": "ro"}},
+        )  # fmt: skip
+
+
+def unit_title(compose: Compose, unit_id: str) -> str:
+    got = httpx.get(f"{compose.url}/v1/units/{unit_id}", timeout=10)
+    assert got.status_code == 200, got.text
+    title: str = got.json()["title"]
+    return title
 
 
 def ready(compose: Compose) -> bool:
@@ -124,6 +148,36 @@ async def test_cluster_scales_with_a_shard_container_of_its_own(compose: Compose
     assert cold and warm, f"{records}\n{compose.hub_warnings()}"
     FIGURES["cold_decision_to_serving_ms"] = [r["registered"] - r["decided"] for r in cold]
     FIGURES["warm_decision_to_serving_ms"] = [r["registered"] - r["decided"] for r in warm]
+
+
+async def test_content_replicas_share_one_container_see_imports_and_heal(
+    compose: Compose,
+) -> None:
+    content = compose.container("content")
+
+    def replica_pids() -> dict[str, str]:
+        """replica number -> pid, from the processes in the content container."""
+        top = content.top(ps_args="-eo pid,args")
+        found = {}
+        for pid, args in top["Processes"]:
+            if "--replica " in args:
+                found[args.split("--replica ")[1].split()[0]] = pid
+        return found
+
+    pids = await eventually(lambda: len(replica_pids()) == 2 and replica_pids(), 60, "replicas")
+    assert set(pids) == {"1", "2"}
+    # An operator imports a pack through the network; every replica serves it.
+    out = import_unit(compose, "compose-unit-1", "New")
+    assert "1 added" in out, out
+    for _ in range(6):  # the gateway's workers hold connections to both replicas, or one
+        assert unit_title(compose, "compose-unit-1") == "New"
+    # A replica killed outright is started again inside the container; content serves on.
+    content.exec_run(["kill", "-9", pids["2"]])
+    await eventually(
+        lambda: replica_pids().get("2") not in (None, pids["2"]), 60, "replica 2 started again"
+    )
+    assert replica_pids()["1"] == pids["1"]
+    assert unit_title(compose, "math-001") == "Adding fractions"
 
 
 async def test_killed_shard_container_heals(compose: Compose) -> None:
@@ -216,8 +270,8 @@ async def test_restarted_hub_readopts_its_shard_containers(compose: Compose) -> 
 async def test_down_and_up_keep_every_user_and_balance(compose: Compose) -> None:
     kept = snapshot(compose)
     assert any(staked + pending for _s, staked, pending, _c in kept.values())
-    compose.stop_all()
-    assert not compose.shards()
+    compose.stop_all()  # a plain `docker-compose down`
+    assert not compose.shards(), "down removes the hub's shard containers"
     compose.run("up", "-d")
     await eventually(lambda: ready(compose), 240, "the gateway ready", ignore=(httpx.HTTPError,))
     again = await eventually(
