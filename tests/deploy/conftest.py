@@ -106,6 +106,7 @@ class Compose:
                 "label": [
                     f"com.docker.compose.project={self.project}",
                     f"com.docker.compose.service={service}",
+                    "com.docker.compose.oneoff=False",  # the hub's shards are its one-offs
                 ]
             },
         )
