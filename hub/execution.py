@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from hub import docker_spawner, governance
+from hub import docker_spawner, governance, swarm_spawner
 from hub.config import DEFAULT_PROPOSAL_MIN_STAKE, DEFAULT_VOTING_PERIOD_S
 from hub.proposals import Governance, GovernancePolicy, ResolveTemplate
 from hub.registry_client import RegistryClient
@@ -192,11 +192,14 @@ def make_governance(
 
 def template_resolver(policy: hub_pb2.HubConfig) -> ResolveTemplate:
     """How an ``upgrade_shards`` template is checked and pinned for the hub's spawner:
-    a Python interpreter (``process``), an image on the hub's engine (``docker``)."""
+    a Python interpreter (``process``), an image on the hub's engine (``docker``), an
+    image in a registry, by digest (``swarm``)."""
     if policy.spawner == "process":
         return resolve_process_template
     if policy.spawner == "docker":
         return docker_spawner.resolve_template
+    if policy.spawner == "swarm":
+        return swarm_spawner.resolve_template
     return _no_upgrades(policy)
 
 
