@@ -7,10 +7,10 @@ upgrade through the gateway: every shard container is recreated on the new
 image ID over its own volume (the user's balance is still there), the hub's
 records and ``/v1/cluster`` name the new template, a restarted hub re-adopts
 the upgraded containers (it does not put them back on the image pinned at
-init), and a shard spawned after it runs it too. An upgrade to the image that cannot start rolls the first
-shard back onto the image it ran, which serves again, and the proposal
-fails with that shard's result. A template that is not on the engine is
-refused when proposed (400).
+init), and a shard spawned after it runs it too. An upgrade to the image
+that cannot start rolls the first shard back onto the image it ran, which
+serves again, and the proposal fails with that shard's result. A template
+that is not on the engine is refused when proposed (400).
 """
 
 from __future__ import annotations
