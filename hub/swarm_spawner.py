@@ -44,6 +44,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,8 @@ SHARD_HOME = "/var/lib/canistry"
 SECRETS_DIR = "/run/secrets"
 _S = 1_000_000_000
 _HEALTH_TIMING = {"interval": 3 * _S, "timeout": 10 * _S, "retries": 3, "start_period": 60 * _S}
+#: Task states in which its container no longer runs.
+_STOPPED = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
 #: Beside the shard's certificate in the hub's data: the node holding its volume.
 NODE_FILE = "swarm-node.json"
 
@@ -534,6 +537,7 @@ class SwarmSpawner:
             service = self._get(self.service_name(shard_id))
             if service is not None:
                 with contextlib.suppress(docker.errors.NotFound):
+                    self._drain(service)
                     service.remove()
             for secret in self.client.secrets.list(filters={"label": f"{LABEL_SHARD}={shard_id}"}):
                 if (secret.attrs["Spec"].get("Labels") or {}).get(
@@ -541,6 +545,25 @@ class SwarmSpawner:
                 ) == self.settings.cluster_id:
                     with contextlib.suppress(docker.errors.APIError):
                         secret.remove()  # in use until the task is gone: the next stop retries
+
+    def _drain(self, service: Any) -> None:
+        """Scale ``service`` to 0 and wait until its task has stopped (SIGTERM: it drains).
+
+        Removing a service returns before its container exits: a shard started
+        again at once (an upgrade, a rollback) would find the old one still
+        answering on its name and holding its volume. Waits at most the stop
+        grace period and a margin, then goes on (the engine kills it anyway).
+        """
+        service.scale(0)
+        deadline = time.monotonic() + self.settings.stop_grace_s + 20
+        while True:
+            live = [t for t in service.tasks() if t["Status"]["State"] not in _STOPPED]
+            if not live:
+                return
+            if time.monotonic() > deadline:
+                log.warning("shard_service_not_drained", service=service.name, tasks=len(live))
+                return
+            time.sleep(0.2)
 
     def _health_address(self, record: hub_pb2.ShardRecord) -> str:
         return record.address
