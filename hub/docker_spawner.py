@@ -1,7 +1,8 @@
 """The ``docker`` spawner: each shard is a container the hub creates through the Engine API.
 
-Every shard runs the shard image, pinned by its ID at the hub's init (the
-stored ``template_version`` is ``docker:<image id>``), on the cluster's
+Every shard runs the image its own record names (``template_version`` is
+``docker:<image id>``: the shard image pinned by ID at the hub's init, or
+the one an adopted ``upgrade_shards`` proposal moved it to), on the cluster's
 network, with its own named volume mounted at ``/var/lib/canistry`` (LMDB in
 ``data/``, its certificate in ``tls/``), a restart policy, and labels:
 
@@ -50,6 +51,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import tarfile
 import threading
@@ -62,7 +64,7 @@ from typing import Any
 from hub.spawner import ShardTemplate, shard_tls_dir
 from protos import hub_pb2
 from runtime import logs
-from runtime.errors import Unavailable
+from runtime.errors import InvalidArgument, Unavailable
 from runtime.rpc import wait_healthy
 from runtime.tls import CA_CERT_FILE, CERT_FILE, KEY_FILE, Role, TLSConfig
 
@@ -77,6 +79,7 @@ __all__ = [
     "ShardStartFailed",
     "make_docker_spawner",
     "pin_image",
+    "resolve_template",
 ]
 
 log = logs.get_logger(__name__)
@@ -99,6 +102,8 @@ _COMPOSE_KEPT = (
 TEMPLATE_PREFIX = "docker:"
 #: Where a shard's volume is mounted; the image's HEALTHCHECK reads ``tls/`` under it.
 SHARD_HOME = "/var/lib/canistry"
+#: What an image reference may look like (a tag, an ID, a digest); the engine checks the rest.
+_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 
 
 class EngineError(Unavailable):
@@ -167,6 +172,39 @@ def pin_image(settings: DockerSettings) -> str:
     return f"{TEMPLATE_PREFIX}{image.id!s}"
 
 
+async def resolve_template(template: str, client: Any = None) -> str:
+    """The ``docker:<image id>`` an ``upgrade_shards`` template pins, as :func:`pin_image`.
+
+    ``template`` is an image reference (``name:tag``, an ID or a digest) that
+    must be on the hub's engine already: the hub pulls nothing. Raises
+    :class:`InvalidArgument` when it is malformed or no such image is there,
+    :class:`EngineError` when the engine does not answer. The engine is asked
+    in a worker thread.
+    """
+    reference = template.strip()
+    if not _REFERENCE.match(reference):
+        raise InvalidArgument(f"template {template!r} is not an image reference")
+
+    def pin() -> str:
+        import docker.errors
+
+        with _engine_errors(f"resolve the image {reference}"):
+            engine = engine_client() if client is None else client
+            try:
+                image = engine.images.get(reference)
+            except docker.errors.NotFound:  # ImageNotFound included
+                raise InvalidArgument(
+                    f"template {template!r}: no such image on the hub's engine"
+                ) from None
+            except docker.errors.APIError as exc:
+                if exc.status_code != 400:  # 400: a reference the engine cannot parse
+                    raise
+                raise InvalidArgument(f"template {template!r}: {exc.explanation}") from None
+        return f"{TEMPLATE_PREFIX}{image.id!s}"
+
+    return await asyncio.to_thread(pin)
+
+
 @contextlib.contextmanager
 def _engine_errors(doing: str) -> Iterator[None]:
     """Engine and transport failures as :class:`EngineError` (the one translation)."""
@@ -209,7 +247,8 @@ class DockerSpawner:
         start_timeout_s: float = 20.0,
         client: Any = None,
     ) -> None:
-        """``image`` is the pinned image ID (from the stored init config); ``tls`` the
+        """``image`` is the pinned image ID of the stored init config: what a record that
+        names no ``docker:`` template runs (see :meth:`image_of`); ``tls`` the
         hub's own certificate, for health checks. ``client``: a ``docker.DockerClient``
         (default: made from the environment in a worker thread, by :meth:`reconcile`:
         making one asks the engine its API version)."""
@@ -260,10 +299,17 @@ class DockerSpawner:
             tls_dir=f"{SHARD_HOME}/tls",
         )
 
+    def image_of(self, record: hub_pb2.ShardRecord) -> str:
+        """The image ID the shard runs: its record's template (an upgrade or a rollback
+        moves it), else the one the hub pinned at init."""
+        if record.template_version.startswith(TEMPLATE_PREFIX):
+            return record.template_version.removeprefix(TEMPLATE_PREFIX)
+        return self.image
+
     def spec(self, record: hub_pb2.ShardRecord) -> dict[str, Any]:
         """Everything that decides what a shard's container runs; its hash is a label."""
         return {
-            "image": self.image,
+            "image": self.image_of(record),
             "command": self.argv(record),
             "network": self.settings.network,
             "volume": self.volume_name(record.shard_id),
@@ -510,7 +556,7 @@ class DockerSpawner:
     def _create(self, record: hub_pb2.ShardRecord, name: str) -> Any:
         s = self.settings
         return self.client.containers.create(
-            self.image,
+            self.image_of(record),
             command=self.argv(record),
             name=name,
             hostname=name,

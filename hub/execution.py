@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from hub import governance
+from hub import docker_spawner, governance, swarm_spawner
 from hub.config import DEFAULT_PROPOSAL_MIN_STAKE, DEFAULT_VOTING_PERIOD_S
 from hub.proposals import Governance, GovernancePolicy, ResolveTemplate
 from hub.registry_client import RegistryClient
@@ -32,6 +32,7 @@ __all__ = [
     "make_governance",
     "resolve_process_template",
     "set_shard_disabled",
+    "template_resolver",
 ]
 
 log = logs.get_logger(__name__)
@@ -183,12 +184,23 @@ def make_governance(
             proposal_min_stake=policy.proposal_min_stake or DEFAULT_PROPOSAL_MIN_STAKE,
         ),
         known_shard=known_shard,
-        resolve_template=(
-            resolve_process_template if policy.spawner == "process" else _no_upgrades(policy)
-        ),
+        resolve_template=template_resolver(policy),
         execute=Executor(store, registry, tls=tls, upgrade=upgrade),
         **({} if clock is None else {"clock": clock}),
     )
+
+
+def template_resolver(policy: hub_pb2.HubConfig) -> ResolveTemplate:
+    """How an ``upgrade_shards`` template is checked and pinned for the hub's spawner:
+    a Python interpreter (``process``), an image on the hub's engine (``docker``), an
+    image in a registry, by digest (``swarm``)."""
+    if policy.spawner == "process":
+        return resolve_process_template
+    if policy.spawner == "docker":
+        return docker_spawner.resolve_template
+    if policy.spawner == "swarm":
+        return swarm_spawner.resolve_template
+    return _no_upgrades(policy)
 
 
 def _no_upgrades(policy: hub_pb2.HubConfig) -> ResolveTemplate:

@@ -4,10 +4,11 @@ Per shard, named ``<cluster>-<shard id>``:
 
 - a **service** with one replica, restart policy ``on-failure``, endpoint
   mode ``dnsrr`` (the virtual-IP mode needs IPVS, which some kernels lack),
-  on the cluster's attachable overlay network, running the shard image
-  pinned by **registry digest** at the hub's init (``template_version`` is
-  ``swarm:<repository>@sha256:...``; the image must be in a registry every
-  node pulls from);
+  on the cluster's attachable overlay network, running the image its record
+  names, pinned by **registry digest** (``template_version`` is
+  ``swarm:<repository>@sha256:...``: the shard image at the hub's init, or
+  the one an adopted ``upgrade_shards`` proposal moved it to; the image must
+  be in a registry every node pulls from);
 - a **local volume** ``<cluster>-<shard id>-data`` mounted at
   ``/var/lib/canistry``. Swarm volumes are local to a node, so the service is
   **pinned to one node** by a placement constraint ``node.id==<id>``, chosen
@@ -41,7 +42,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,21 +64,32 @@ from hub.docker_spawner import (
 from hub.spawner import ShardTemplate, shard_tls_dir
 from protos import hub_pb2
 from runtime import logs
-from runtime.errors import Unavailable
+from runtime.errors import InvalidArgument, Unavailable
 from runtime.files import write_atomically
 from runtime.rpc import wait_healthy
 from runtime.tls import CA_CERT_FILE, CERT_FILE, KEY_FILE, Role, TLSConfig
 
-__all__ = ["LABEL_NODE", "SwarmSettings", "SwarmSpawner", "make_swarm_spawner", "pin_image"]
+__all__ = [
+    "LABEL_NODE",
+    "SwarmSettings",
+    "SwarmSpawner",
+    "make_swarm_spawner",
+    "pin_image",
+    "resolve_template",
+]
 
 log = logs.get_logger(__name__)
 
 LABEL_NODE = "io.canistry.node"
 TEMPLATE_PREFIX = "swarm:"
+#: What an image reference may look like (a tag or a digest); the registry checks the rest.
+_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 SHARD_HOME = "/var/lib/canistry"
 SECRETS_DIR = "/run/secrets"
 _S = 1_000_000_000
 _HEALTH_TIMING = {"interval": 3 * _S, "timeout": 10 * _S, "retries": 3, "start_period": 60 * _S}
+#: Task states in which its container no longer runs.
+_STOPPED = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
 #: Beside the shard's certificate in the hub's data: the node holding its volume.
 NODE_FILE = "swarm-node.json"
 
@@ -134,6 +148,35 @@ def pin_image(settings: SwarmSettings, client: Any = None) -> str:
         client = client or docker.from_env()
         digest = client.images.get_registry_data(settings.image).id
     return f"{TEMPLATE_PREFIX}{repository_of(settings.image)}@{digest}"
+
+
+async def resolve_template(template: str, client: Any = None) -> str:
+    """The ``swarm:<repository>@<digest>`` an ``upgrade_shards`` template pins, as
+    :func:`pin_image`: the registry's digest of ``template`` (``repo:tag`` or
+    ``repo@sha256:...``), asked through the hub's engine in a worker thread.
+
+    Raises :class:`InvalidArgument` when it is malformed or the registry
+    cannot resolve it (no such repository, tag or digest; no registry there),
+    :class:`EngineError` when the engine itself does not answer.
+    """
+    reference = template.strip()
+    if not _REFERENCE.match(reference):
+        raise InvalidArgument(f"template {template!r} is not an image reference")
+
+    def pin() -> str:
+        import docker.errors
+
+        with _engine_errors(f"resolve {reference} by its registry digest"):
+            engine = engine_client() if client is None else client
+            try:
+                digest = engine.images.get_registry_data(reference).id
+            except docker.errors.APIError as exc:  # the engine answered: the registry did not
+                raise InvalidArgument(
+                    f"template {template!r}: no registry digest: {exc.explanation or exc}"
+                ) from None
+        return f"{TEMPLATE_PREFIX}{repository_of(reference)}@{digest}"
+
+    return await asyncio.to_thread(pin)
 
 
 @dataclass(frozen=True)
@@ -216,10 +259,17 @@ class SwarmSpawner:
         return ["CMD", "canistry", "probe", f"127.0.0.1:{port}", "--tls-dir", SECRETS_DIR,
                 "--timeout", "5"]  # fmt: skip
 
+    def image_of(self, record: hub_pb2.ShardRecord) -> str:
+        """The pinned image the shard runs: its record's template (an upgrade or a rollback
+        moves it), else the one the hub pinned at init."""
+        if record.template_version.startswith(TEMPLATE_PREFIX):
+            return record.template_version.removeprefix(TEMPLATE_PREFIX)
+        return self.image
+
     def spec_hash(self, record: hub_pb2.ShardRecord, node: str) -> str:
         spec = {
             "health": self.health_test(),
-            "image": self.image,
+            "image": self.image_of(record),
             "command": self.argv(record),
             "network": self.settings.network,
             "volume": self.volume_name(record.shard_id),
@@ -426,7 +476,7 @@ class SwarmSpawner:
                 labels = {**self.labels(record.shard_id), LABEL_SPEC: want, LABEL_NODE: node}
                 try:
                     current = self.client.services.create(
-                        self.image,
+                        self.image_of(record),
                         args=self.argv(record),
                         name=name,
                         hostname=name,
@@ -487,6 +537,7 @@ class SwarmSpawner:
             service = self._get(self.service_name(shard_id))
             if service is not None:
                 with contextlib.suppress(docker.errors.NotFound):
+                    self._drain(service)
                     service.remove()
             for secret in self.client.secrets.list(filters={"label": f"{LABEL_SHARD}={shard_id}"}):
                 if (secret.attrs["Spec"].get("Labels") or {}).get(
@@ -494,6 +545,25 @@ class SwarmSpawner:
                 ) == self.settings.cluster_id:
                     with contextlib.suppress(docker.errors.APIError):
                         secret.remove()  # in use until the task is gone: the next stop retries
+
+    def _drain(self, service: Any) -> None:
+        """Scale ``service`` to 0 and wait until its task has stopped (SIGTERM: it drains).
+
+        Removing a service returns before its container exits: a shard started
+        again at once (an upgrade, a rollback) would find the old one still
+        answering on its name and holding its volume. Waits at most the stop
+        grace period and a margin, then goes on (the engine kills it anyway).
+        """
+        service.scale(0)
+        deadline = time.monotonic() + self.settings.stop_grace_s + 20
+        while True:
+            live = [t for t in service.tasks() if t["Status"]["State"] not in _STOPPED]
+            if not live:
+                return
+            if time.monotonic() > deadline:
+                log.warning("shard_service_not_drained", service=service.name, tasks=len(live))
+                return
+            time.sleep(0.2)
 
     def _health_address(self, record: hub_pb2.ShardRecord) -> str:
         return record.address

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,40 @@ def test_settings_come_from_the_environment() -> None:
     assert (s.image, s.network, s.cluster_id, s.hub_address) == ("r/c:1", "net", "k", "hub:7000")
     with pytest.raises(ValueError, match="network"):
         SwarmSettings.from_env({"CANISTRY_SHARD_IMAGE": "r/c:1"})
+
+
+def test_stop_waits_until_the_task_has_drained() -> None:
+    """Removing a service returns before its container exits: stop scales it to 0 first
+    and waits for the task to stop, so a shard started at once does not meet the old one."""
+
+    class Service:
+        name = "c1-shard-0001"
+
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+            self.states = ["running", "running", "complete"]
+
+        def scale(self, replicas: int) -> None:
+            self.calls.append(f"scale {replicas}")
+
+        def tasks(self) -> list[dict[str, Any]]:
+            self.calls.append("tasks")
+            return [{"Status": {"State": self.states.pop(0)}}]
+
+        def remove(self) -> None:
+            self.calls.append("remove")
+
+    service = Service()
+
+    class Secrets:
+        def list(self, filters: dict[str, str]) -> list[Any]:
+            return []
+
+    class Client:
+        secrets = Secrets()
+
+    s = spawner()
+    s._client = Client()
+    s._get = lambda name: service  # type: ignore[method-assign]
+    s._remove("shard-0001")
+    assert service.calls == ["scale 0", "tasks", "tasks", "tasks", "remove"]
