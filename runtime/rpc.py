@@ -136,6 +136,10 @@ _CHANNEL_OPTIONS = [
     # after gRPC's default reconnect backoff (up to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A peer replaced under the same name (a swarm task healed or upgraded, a pod
+    # rescheduled) comes back at a new address: look the name up again after a
+    # second, not after gRPC's default 30 s of dialling the old one.
+    ("grpc.dns_min_time_between_resolutions_ms", 1000),
 ]
 
 
