@@ -47,7 +47,7 @@ _UP_FLAGS = (
     "hard_limit", "min_shards", "max_shards", "scale_interval_s", "content_pack", "cap",
     "base_allowance", "daily_attempt_limit", "daily_token_limit", "warm_pool", "content_replicas",
     "stall_timeout_s", "cors_origins", "voting_period_s", "proposal_min_stake",
-    "rollout_concurrency",
+    "rollout_concurrency", "template_root",
 )  # fmt: skip
 
 

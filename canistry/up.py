@@ -98,6 +98,9 @@ class UpConfig:
     """The least stake that may make a proposal (fixed at first start)."""
     rollout_concurrency: int = HubSettings.rollout_concurrency
     """Shards an adopted upgrade restarts at once (fixed at first start)."""
+    template_root: Path | None = None
+    """The directory a proposed upgrade's Python interpreter must lie under (fixed at
+    first start); default: DATA_DIR/templates, made if missing."""
     content_replicas: int = field(default_factory=default_content_replicas)
     """Content service processes sharing one port (SO_REUSEPORT) and one LMDB file: many
     readers; every shard's verifications spread over them."""
@@ -248,6 +251,7 @@ class Cluster:
                 "--voting-period", str(c.voting_period_s),
                 "--proposal-min-stake", str(c.proposal_min_stake),
                 "--rollout-concurrency", str(c.rollout_concurrency),
+                "--template-root", str(self.template_root()),
             ],
         }  # fmt: skip
         for name, extra in specs.items():
@@ -257,6 +261,12 @@ class Cluster:
             self.children["content"].argv += ["--replica", "1"]
             for k in range(2, c.content_replicas + 1):
                 self._add_child(f"content-{k}", "content", ports["content"], ["--replica", str(k)])
+
+    def template_root(self) -> Path:
+        """Where upgrade templates may lie (made here, so operators find it)."""
+        root = (self.config.template_root or self.layout.data_dir / "templates").resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
     def _add_child(self, name: str, service: str, port: int, extra: list[str]) -> None:
         lay = self.layout

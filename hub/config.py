@@ -56,6 +56,7 @@ POLICY_FIELDS = (
     "voting_period_s",
     "proposal_min_stake",
     "rollout_concurrency",
+    "template_root",
 )
 
 #: Shards a hub creates at most unless told otherwise (each is a process on this host).
@@ -140,6 +141,10 @@ class HubSettings:
     """The least staked balance a user needs to make a proposal (at least 1)."""
     rollout_concurrency: int = 1
     """Shards an adopted upgrade restarts at once."""
+    template_root: Path | None = None
+    """Process upgrades: a proposed template interpreter must lie under this directory,
+    which only the operator should be able to write (fixed at the hub's first start).
+    None: this hub accepts no process template."""
     start_concurrency: int = DEFAULT_START_CONCURRENCY
     """Shard processes the supervisor starts at once (each holds its slot until it
     answers healthy, or its start timeout passes): bounds the flood after a restart."""
@@ -218,6 +223,7 @@ class HubSettings:
             voting_period_s=self.voting_period_s,
             proposal_min_stake=self.proposal_min_stake,
             rollout_concurrency=self.rollout_concurrency,
+            template_root=str(self.template_root.absolute()) if self.template_root else "",
         )
 
 

@@ -10,6 +10,7 @@ are :mod:`hub.rollout`'s.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import subprocess
@@ -54,19 +55,26 @@ def template_env() -> dict[str, str]:
     return env
 
 
-async def resolve_process_template(template: str) -> str:
+async def resolve_process_template(template: str, root: str) -> str:
     """The canistry version the interpreter ``template`` runs (``canistry==X``).
 
-    Raises :class:`InvalidArgument` when it is not an executable file or it
-    cannot import canistry.
+    A user's proposal names the path, so only a Python interpreter under
+    ``root`` (the hub's ``template_root``, where only the operator installs
+    environments) is ever run. Raises :class:`InvalidArgument` when it is not
+    one, is not an executable file, or cannot import canistry.
     """
+    if not root:
+        raise InvalidArgument(
+            "this hub accepts no process template: it was first started without --template-root"
+        )
     path = Path(template)
-
-    # Only a Python interpreter is ever run: a user's proposal names the path.
     if not path.is_absolute() or not _PYTHON.match(path.name):
         raise InvalidArgument(f"template {template!r} is not an absolute path to a python")
 
     def probe() -> subprocess.CompletedProcess[str]:
+        # Normalized, not resolved: a venv's python is a link to its base interpreter.
+        if not Path(os.path.normpath(path)).is_relative_to(root):
+            raise InvalidArgument(f"template {template!r} is not under the template root {root}")
         if not path.is_file() or not os.access(path, os.X_OK):
             raise InvalidArgument(f"template {template!r} is not an executable file")
         return subprocess.run(
@@ -195,7 +203,7 @@ def template_resolver(policy: hub_pb2.HubConfig) -> ResolveTemplate:
     a Python interpreter (``process``), an image on the hub's engine (``docker``), an
     image in a registry, by digest (``swarm``)."""
     if policy.spawner == "process":
-        return resolve_process_template
+        return functools.partial(resolve_process_template, root=policy.template_root)
     if policy.spawner == "docker":
         return docker_spawner.resolve_template
     if policy.spawner == "swarm":

@@ -473,6 +473,7 @@ class HubConfig(_message.Message):
     VOTING_PERIOD_S_FIELD_NUMBER: _builtins.int
     PROPOSAL_MIN_STAKE_FIELD_NUMBER: _builtins.int
     ROLLOUT_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ROOT_FIELD_NUMBER: _builtins.int
     cap: _builtins.int
     soft_limit: _builtins.int
     hard_limit: _builtins.int
@@ -501,6 +502,10 @@ class HubConfig(_message.Message):
     """
     proposal_min_stake: _builtins.int
     rollout_concurrency: _builtins.int
+    template_root: _builtins.str
+    """Process upgrades: the directory a template interpreter must lie under
+    (absolute); "" (also in a config stored before this field): none accepted.
+    """
     def __init__(
         self,
         *,
@@ -523,10 +528,11 @@ class HubConfig(_message.Message):
         voting_period_s: _builtins.float = ...,
         proposal_min_stake: _builtins.int = ...,
         rollout_concurrency: _builtins.int = ...,
+        template_root: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "max_shards", b"max_shards", "min_shards", b"min_shards", "proposal_min_stake", b"proposal_min_stake", "registry_address", b"registry_address", "rollout_concurrency", b"rollout_concurrency", "scale_interval_s", b"scale_interval_s", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_version", b"template_version", "voting_period_s", b"voting_period_s", "warm_pool", b"warm_pool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_allowance", b"base_allowance", "cap", b"cap", "content_address", b"content_address", "daily_attempt_limit", b"daily_attempt_limit", "daily_token_limit", b"daily_token_limit", "hard_limit", b"hard_limit", "max_grant", b"max_grant", "max_shards", b"max_shards", "min_shards", b"min_shards", "proposal_min_stake", b"proposal_min_stake", "registry_address", b"registry_address", "rollout_concurrency", b"rollout_concurrency", "scale_interval_s", b"scale_interval_s", "shard_start_timeout_s", b"shard_start_timeout_s", "soft_limit", b"soft_limit", "spawner", b"spawner", "template_root", b"template_root", "template_version", b"template_version", "voting_period_s", b"voting_period_s", "warm_pool", b"warm_pool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

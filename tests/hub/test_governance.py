@@ -268,11 +268,20 @@ async def test_only_a_shard_reports_votes_in_its_own_name(
     await governance.report_votes(batch, Identity(Role.SHARD, "shard-0001"))
 
 
-async def test_only_a_python_with_canistry_is_a_template(tmp_path: Path) -> None:
-    assert (await resolve_process_template(sys.executable)).startswith("canistry==")
+async def test_only_a_python_with_canistry_under_the_root_is_a_template(tmp_path: Path) -> None:
+    root = str(Path(sys.prefix))  # this interpreter's environment
+    assert (await resolve_process_template(sys.executable, root)).startswith("canistry==")
     for bad in ("/bin/sh", "python3", str(tmp_path / "python3")):
         with pytest.raises(InvalidArgument):
-            await resolve_process_template(bad)
+            await resolve_process_template(bad, "/")
+    # A staker names the path: nothing outside the operator's root is ever run.
+    elsewhere = str(tmp_path / "templates")
+    with pytest.raises(InvalidArgument, match="not under the template root"):
+        await resolve_process_template(sys.executable, elsewhere)
+    with pytest.raises(InvalidArgument, match="not under the template root"):
+        await resolve_process_template(f"{elsewhere}/../python3", elsewhere)
+    with pytest.raises(InvalidArgument, match="without --template-root"):
+        await resolve_process_template(sys.executable, "")
 
 
 async def test_governance_policy_is_fixed_at_init_and_filled_in_for_older_configs(

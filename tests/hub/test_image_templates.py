@@ -6,6 +6,7 @@ tests/deploy/test_docker_upgrade.py runs a governed upgrade on a real engine.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import docker.errors
@@ -80,7 +81,9 @@ async def test_an_engine_that_does_not_answer_is_unavailable_not_invalid() -> No
 
 
 def test_each_spawner_gets_its_resolver() -> None:
-    assert template_resolver(hub_pb2.HubConfig(spawner="process")) is resolve_process_template
+    process = template_resolver(hub_pb2.HubConfig(spawner="process", template_root="/opt/t"))
+    assert isinstance(process, functools.partial) and process.func is resolve_process_template
+    assert process.keywords == {"root": "/opt/t"}
     assert template_resolver(hub_pb2.HubConfig(spawner="docker")) is resolve_template
 
 

@@ -100,10 +100,16 @@ async def _finished(client: AsyncClient, pid: int) -> object:
 
 
 async def test_upgrades_roll_back_on_failure_and_roll_through_under_load(
-    make_cluster: MakeCluster, bumped_python: Path, broken_python: Path
+    make_cluster: MakeCluster,
+    bumped_python: Path,
+    broken_python: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    # The operator's template root holds both environments (each in its own temp dir).
+    root = tmp_path_factory.getbasetemp()
     cluster = make_cluster(min_shards=2, max_shards=3, soft_limit=3, hard_limit=3,
-                           voting_period_s=60.0, proposal_min_stake=10)  # fmt: skip
+                           voting_period_s=60.0, proposal_min_stake=10,
+                           template_root=root)  # fmt: skip
     direct = Direct(cluster)
     url = cluster.gateway_url
     units = {u["id"]: u for u in SAMPLE}
@@ -123,10 +129,11 @@ async def test_upgrades_roll_back_on_failure_and_roll_through_under_load(
 
         await poll(staked, timeout_s=30, what="the hub to count the stake")
 
-        # A template that does not resolve is refused when proposed.
-        with pytest.raises(ApiError) as bad:
-            await staker.propose("upgrade_shards", "nowhere", template="/no/such/python")
-        assert bad.value.status == 400
+        # A template that does not resolve, or lies outside the root, is refused when proposed.
+        for template in (f"{root}/no/such/python", sys.executable):
+            with pytest.raises(ApiError) as bad:
+                await staker.propose("upgrade_shards", "nowhere", template=template)
+            assert bad.value.status == 400, template
 
         # 1. A template that cannot start: the first shard rolls back, the rollout stops.
         failed = await _finished(staker, await _upgrade(staker, broken_python, "broken"))
