@@ -107,7 +107,7 @@ class HubService(Lifecycle):
         self.hub: Hub | None = None
         self._server: rpc.Server | None = None
         self.enrollment: Enrollment | None = None
-        """Join tokens and shard enrollment (a TLS hub only)."""
+        """Join tokens and shard enrollment (a TLS hub with ``enroll_port`` only)."""
         self._enroll_server: rpc.Server | None = None
         self._tasks = BackgroundTasks()
         self._started = False
@@ -167,7 +167,7 @@ class HubService(Lifecycle):
         tls = settings.server.tls
         # The only process that reads the CA key after `canistry up` made it.
         ca = None if settings.ca_dir is None else ClusterCA.load(settings.ca_dir)
-        if ca is not None:
+        if ca is not None and settings.enroll_port is not None:
             ttl_s = TOKEN_TTL_STARTS * policy.shard_start_timeout_s
             self.enrollment = Enrollment(self.store, ca, ttl_s=ttl_s, clock=self.clock)
         self.registry = RegistryClient(settings.registry_address, tls=tls)
@@ -251,7 +251,7 @@ class HubService(Lifecycle):
         """Open the enrollment port, if asked: its own listener, server-only TLS, one RPC."""
         main = self.settings.server
         if self.settings.enroll_port is None or self.enrollment is None:
-            return
+            return  # enrollment exists exactly when the port is asked for (and TLS)
         config = rpc.ServerConfig(
             host=main.host,
             port=self.settings.enroll_port,
