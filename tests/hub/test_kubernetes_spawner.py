@@ -4,14 +4,16 @@ No Kubernetes runs on this machine: :class:`tests.hub.fake_kubernetes.FakeKubern
 speaks the REST paths on loopback, and lightkube's real ``AsyncClient`` talks
 to it over HTTP. A shard's "pod" is a real gRPC health server on loopback that
 the readiness check reaches only while the shard's StatefulSet exists with a
-replica. ``test_on_a_real_cluster`` runs against a real cluster when
+replica; for a TLS hub, each pod first runs its init container as a real
+``canistry enroll`` process, with the arguments and join token of the
+StatefulSet the fake holds, and then serves mutual TLS on the certificate it
+got. ``test_on_a_real_cluster`` runs against a real cluster when
 ``KUBECONFIG`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,11 +31,15 @@ from tests.hub.fake_kubernetes import FakeKubernetes
 lightkube = pytest.importorskip("lightkube", reason="the kubernetes spawner needs lightkube")
 
 from hub.kubernetes_spawner import (  # noqa: E402
+    TOKEN_ENV,
     KubernetesApiError,
     KubernetesSettings,
     KubernetesSpawner,
+    NoEnrollment,
     ShardStartFailed,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NS = "canistry"
 IMAGE = "127.0.0.1:5000/canistry@sha256:" + "ab" * 32
@@ -118,7 +124,22 @@ def make(api: FakeKubernetes, pods: Pods, **kw: Any) -> LoopbackSpawner:
         client=client,
     )
     spawner.pods = pods
+    tokens = kw.pop("tokens", None)
+    if tokens is not None:
+        spawner.use_enrollment(tokens)
     return spawner
+
+
+class Tokens:
+    """Stands in for the hub's :class:`~hub.enrollment.Enrollment`: counts the tokens issued."""
+
+    def __init__(self) -> None:
+        self.issued: list[tuple[str, str]] = []
+
+    async def issue_token(self, shard_id: str) -> str:
+        token = f"token-{len(self.issued) + 1}-for-{shard_id}"
+        self.issued.append((shard_id, token))
+        return token
 
 
 def record(tmp_path: Path, n: int) -> hub_pb2.ShardRecord:
@@ -165,33 +186,74 @@ async def test_a_shard_is_a_statefulset_with_a_claim_template_and_a_headless_ser
     await spawner.close()
 
 
-def write_certificate(data_dir: Path) -> Path:
-    tls_dir = data_dir / "tls"
-    tls_dir.mkdir(parents=True)
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tls_dir / name).write_text(f"{name} of shard-0001")
-    return tls_dir
+def pod_spec(api: FakeKubernetes, name: str) -> dict[str, Any]:
+    sts = api.get("statefulsets", name)
+    assert sts is not None
+    spec: dict[str, Any] = sts["spec"]["template"]["spec"]
+    return spec
 
 
-async def test_the_certificate_goes_in_a_secret_mounted_read_only(
+def token_in(pod: dict[str, Any]) -> str:
+    (init,) = pod["initContainers"]
+    (env,) = init["env"]
+    assert env["name"] == TOKEN_ENV
+    return str(env["value"])
+
+
+async def test_a_tls_shard_enrols_with_a_join_token_and_no_secret_is_ever_touched(
+    api: FakeKubernetes, pods: Pods, tmp_path: Path
+) -> None:
+    tokens = Tokens()
+    spawner = make(api, pods, template=template(tls=True), tokens=tokens)
+    r = record(tmp_path, 1)
+    await spawner.start(r)
+    pod = pod_spec(api, "canistry-shard-0001")
+    (init,) = pod["initContainers"]
+    assert init["name"] == "enroll" and init["image"] == IMAGE
+    assert init["args"] == [
+        "enroll", "--shard-id", "shard-0001", "--hub", "hub:7001",
+        "--ca", "/var/lib/canistry/ca/ca.pem", "--tls-dir", "/var/lib/canistry/data/tls",
+        "--timeout", "10",
+    ]  # fmt: skip
+    assert tokens.issued == [("shard-0001", token_in(pod))]
+    assert {m["name"]: m.get("readOnly", False) for m in init["volumeMounts"]} == {
+        "data": False,
+        "ca": True,
+    }
+    # The public CA certificate only, from the ConfigMap the kustomization makes.
+    (ca,) = pod["volumes"]
+    assert ca == {
+        "name": "ca",
+        "configMap": {"name": "canistry-ca-cert", "items": [{"key": "ca.pem", "path": "ca.pem"}]},
+    }
+    (shard,) = pod["containers"]
+    assert shard["args"][shard["args"].index("--tls-dir") + 1] == "/var/lib/canistry/data/tls"
+    assert [m["name"] for m in shard["volumeMounts"]] == ["data"]  # the certificate is on the PVC
+    spec = api.get("statefulsets", "canistry-shard-0001")["metadata"]["labels"][LABEL_SPEC]  # type: ignore[index]
+
+    # A second start finds the StatefulSet there: it gets this start's token (the last one
+    # is void at the hub), and the spec hash, which leaves the token out, stays.
+    await spawner.start(r)
+    pod = pod_spec(api, "canistry-shard-0001")
+    assert [t for _, t in tokens.issued] == ["token-1-for-shard-0001", token_in(pod)]
+    assert token_in(pod) == "token-2-for-shard-0001"
+    assert api.get("statefulsets", "canistry-shard-0001")["metadata"]["labels"][LABEL_SPEC] == spec  # type: ignore[index]
+    assert ("PATCH", f"/apis/apps/v1/namespaces/{NS}/statefulsets/canistry-shard-0001") in (
+        api.calls
+    )
+    await spawner.stop(r)
+    assert not [path for _, path in api.calls if "secrets" in path]
+    assert api.names("persistentvolumeclaims") == ["data-canistry-shard-0001-0"]
+    await spawner.close()
+
+
+async def test_a_tls_shard_without_an_enrollment_port_is_refused_before_any_object(
     api: FakeKubernetes, pods: Pods, tmp_path: Path
 ) -> None:
     spawner = make(api, pods, template=template(tls=True))
-    r = record(tmp_path, 1)
-    tls_dir = write_certificate(Path(r.data_dir))
-    await spawner.start(r)
-    secret = api.get("secrets", "canistry-shard-0001-tls")
-    assert secret is not None
-    assert base64.b64decode(secret["data"]["key.pem"]) == b"key.pem of shard-0001"
-    pod = api.get("statefulsets", "canistry-shard-0001")["spec"]["template"]["spec"]  # type: ignore[index]
-    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "tls"]
-    assert mount["readOnly"] is True
-    assert pod["volumes"][0]["secret"]["secretName"] == "canistry-shard-0001-tls"
-    # A second start (a restart) writes the certificate again, replacing the Secret.
-    await asyncio.to_thread((tls_dir / "key.pem").write_text, "renewed")
-    await spawner.start(r)
-    secret = api.get("secrets", "canistry-shard-0001-tls")
-    assert base64.b64decode(secret["data"]["key.pem"]) == b"renewed"  # type: ignore[index]
+    with pytest.raises(NoEnrollment, match="enroll-port"):
+        await spawner.start(record(tmp_path, 1))
+    assert api.calls == []
     await spawner.close()
 
 
