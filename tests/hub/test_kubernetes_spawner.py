@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,12 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from hub.docker_spawner import LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_SHARD, LABEL_SPEC
 from hub.spawner import ShardTemplate
-from protos import hub_pb2
+from protos import hub_pb2, hub_pb2_grpc
+from registry.config import RegistryConfig
+from registry.service import RegistryService
+from runtime import rpc
+from runtime.rpc import ServerConfig
+from runtime.tls import ClusterCA, Identity, Role, TLSConfig
 from tests.hub.fake_kubernetes import FakeKubernetes
 
 lightkube = pytest.importorskip("lightkube", reason="the kubernetes spawner needs lightkube")
@@ -459,3 +466,138 @@ async def test_a_hub_on_kubernetes_creates_its_shards_and_re_adopts_them_after_a
         assert {r.step for r in records} == {hub_pb2.SPAWN_STEP_REGISTERED}
     after = sum(1 for method, path in api.calls if method == "POST" and "statefulsets" in path)
     assert after == creates  # every shard re-adopted, none created again
+
+
+class EnrollingPods:
+    """Each TLS shard's "pod": its init container, then a shard serving mutual TLS.
+
+    The init container is a real ``canistry enroll`` process, run with the
+    arguments and the join token of the StatefulSet the fake API holds (the
+    enrollment address and the two paths mapped onto this machine); the
+    "shard" is a real :class:`runtime.rpc.Server` (health only) on the
+    certificate it enrolled for.
+    """
+
+    def __init__(self, api: FakeKubernetes, root: Path, ca_pem: bytes) -> None:
+        self.api = api
+        self.root = root
+        self.ca_file = root / "ca.pem"
+        root.mkdir(parents=True, exist_ok=True)
+        self.ca_file.write_bytes(ca_pem)
+        self.enroll_address: Callable[[], str] = lambda: ""
+        self.ports: dict[str, int] = {}
+        self.servers: dict[str, rpc.Server] = {}
+
+    def tls_dir(self, shard_id: str) -> Path:
+        return self.root / shard_id / "tls"
+
+    def place(self, shard_id: str) -> tuple[str, int]:
+        if shard_id not in self.ports:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.ports[shard_id] = sock.getsockname()[1]
+        return f"127.0.0.1:{self.ports[shard_id]}", self.ports[shard_id]
+
+    async def boot(self, name: str, shard_id: str) -> None:
+        if shard_id in self.servers:
+            return
+        pod = pod_spec(self.api, name)
+        (init,) = pod["initContainers"]
+        args = list(init["args"])
+        for flag, value in (
+            ("--hub", self.enroll_address()),
+            ("--ca", str(self.ca_file)),
+            ("--tls-dir", str(self.tls_dir(shard_id))),
+        ):
+            args[args.index(flag) + 1] = value
+        env = {**os.environ, TOKEN_ENV: token_in(pod), "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "canistry", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+        tls = TLSConfig.from_dir(self.tls_dir(shard_id))
+        server = rpc.Server(f"pod-{shard_id}", ServerConfig(port=self.ports[shard_id], tls=tls), [])
+        await server.start()
+        self.servers[shard_id] = server
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            await server.stop()
+
+
+class EnrollingSpawner(KubernetesSpawner):
+    """The real spawner; its pods are :class:`EnrollingPods` on loopback."""
+
+    pods: EnrollingPods
+
+    def place(self, shard_id: str) -> tuple[str, int]:
+        return self.pods.place(shard_id)
+
+    async def _ready(self, record: hub_pb2.ShardRecord) -> None:
+        await self.pods.boot(self.object_name(record.shard_id), record.shard_id)
+        await super()._ready(record)
+
+
+async def test_a_tls_hub_on_kubernetes_enrols_its_shards_and_re_adopts_them_without_secrets(
+    api: FakeKubernetes, pods: Pods, tmp_path: Path
+) -> None:
+    from hub.service import HubService
+    from tests.hub._support import hub_settings, shards_up
+
+    ca = ClusterCA.open(tmp_path / "ca")
+
+    def cert(role: Role) -> TLSConfig:
+        return ca.issue(Identity(role, role.value), tmp_path / "tls" / role.value)
+
+    enrolling = EnrollingPods(api, tmp_path / "pods", ca.cert_pem)
+
+    def spawner() -> EnrollingSpawner:
+        s = make(api, pods)
+        real = EnrollingSpawner(
+            s.settings, template(tls=True), image=s.image, tls=cert(Role.HUB), client=s.client,
+            start_timeout_s=30.0,
+        )  # fmt: skip
+        real.pods = enrolling
+        return real
+
+    registry_cfg = RegistryConfig(
+        data_dir=tmp_path / "registry",
+        server=ServerConfig(tls=cert(Role.REGISTRY)),
+        soft_limit=2,
+        hard_limit=3,
+        durable=False,
+    )
+    try:
+        async with RegistryService(registry_cfg) as registry:
+            settings = hub_settings(
+                tmp_path,
+                registry.address,
+                server=ServerConfig(tls=cert(Role.HUB)),
+                ca_dir=tmp_path / "ca",
+                enroll_port=0,
+                min_shards=2,
+                shard_start_timeout_s=30.0,
+            )
+            async with HubService(settings, spawner=spawner()) as hub:
+                enrolling.enroll_address = lambda: hub.enroll_address
+                await shards_up(hub, registry, 2, timeout_s=120)
+                # The certificate each pod enrolled for is that shard's at the hub's main port.
+                shard_tls = TLSConfig.from_dir(enrolling.tls_dir("shard-0002"))
+                async with rpc.make_channel(hub.address, shard_tls, server_role=Role.HUB) as ch:
+                    grant = await hub_pb2_grpc.HubStub(ch).RequestAllowance(
+                        hub_pb2.AllowanceRequest(shard_id="shard-0002", seq=1, amount=7)
+                    )
+                assert grant.granted == 7
+            creates = [c for c in api.calls if c[0] == "POST" and "statefulsets" in c[1]]
+
+            async with HubService(settings, spawner=spawner()) as again:
+                enrolling.enroll_address = lambda: again.enroll_address
+                await shards_up(again, registry, 2, timeout_s=120)
+            after = [c for c in api.calls if c[0] == "POST" and "statefulsets" in c[1]]
+            assert after == creates  # re-adopted, none created again
+    finally:
+        await enrolling.stop()
+    assert api.names("statefulsets") == ["canistry-shard-0001", "canistry-shard-0002"]
+    assert not [path for _, path in api.calls if "secrets" in path]
