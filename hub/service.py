@@ -11,6 +11,12 @@ cancels the background work and closes the rest. It leaves the shards
 running (they outlive the hub and are re-adopted by the next one); use
 :func:`hub.spawner.stop_shards` to stop them.
 
+With ``enroll_port`` (TLS only) the hub also serves a second listener, the
+enrollment port: server-only TLS, ``EnrollShard`` alone
+(:mod:`hub.enrollment_edge`), where a shard that makes its own key (the
+kubernetes spawner's) trades a one-time join token for its certificate. It
+is stopped first.
+
 Shards run as processes (:class:`~hub.spawner.ProcessSpawner`) unless the
 builder injects another :class:`~hub.spawner.Spawner` (tests inject an
 in-memory one); the hub knows no other backend by name.
