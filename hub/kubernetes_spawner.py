@@ -26,7 +26,12 @@ server-only TLS), checking the hub against the cluster CA certificate
 mounted from the ConfigMap the kustomization makes
 (``CANISTRY_K8S_CA_CONFIGMAP``: public, ``ca.pem`` only). A start that
 finds the StatefulSet already there gives it the fresh token (a merge
-patch of its init container).
+patch of its init container). Whoever may read StatefulSets in the namespace
+can read a token, so a token is good once, for one shard, for three start
+timeouts, and only on the hub's enrollment port. Shards created by a hub
+that still used Secrets have another spec hash, so they are recreated once
+(PVC kept) and enrol; their old ``<name>-tls`` Secrets are the operator's to
+delete (``kubectl delete secret -l io.canistry.managed-by=canistry-hub``).
 
 Every object carries the docker spawner's labels (``io.canistry.managed-by``,
 ``io.canistry.cluster``, ``io.canistry.shard``, and on the StatefulSet
