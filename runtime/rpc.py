@@ -13,6 +13,7 @@ by the peer's identity against the service's rules (``runtime.authz``);
 :func:`make_channel` then presents this process's certificate and checks the
 server's. Without one, both speak plain text: that is for in-process tests
 and an explicit ``--insecure`` only.
+
 One kind of listener asks for no client certificate (``client_auth=False``,
 :func:`make_anonymous_channel` dials it): a bootstrap port for callers that
 have none yet. It serves only bindings marked ``anonymous``, which authorize
