@@ -48,6 +48,7 @@ __all__ = [
     "TLSConfig",
     "TLSError",
     "TLSMaterial",
+    "certificate_fits",
     "holds_good_certificate",
     "identity_of",
     "new_key_and_csr",
@@ -395,20 +396,38 @@ def holds_good_certificate(
 ) -> bool:
     """Whether ``directory`` holds a certificate worth keeping for ``identity``.
 
-    Worth keeping: its ``ca.pem`` is ``ca_pem``, and that CA signed it; it
-    names ``identity``; its key is beside it; and it is more than
-    ``renew_within`` from its end. Needs only the CA's public certificate,
-    so a holder can ask it of itself.
+    Worth keeping: its ``ca.pem`` is ``ca_pem``, and :func:`certificate_fits`
+    holds for its ``cert.pem`` and ``key.pem``. Needs only the CA's public
+    certificate, so a holder can ask it of itself.
     """
     try:
         cfg = TLSConfig.from_dir(directory)
         if cfg.ca_cert.read_bytes() != ca_pem:
             return False
+        cert_pem, key_pem = cfg.cert.read_bytes(), cfg.key.read_bytes()
+    except (OSError, ValueError):
+        return False
+    return certificate_fits(
+        cert_pem, key_pem, ca_pem=ca_pem, identity=identity, renew_within=renew_within
+    )
+
+
+def certificate_fits(
+    cert_pem: bytes,
+    key_pem: bytes,
+    *,
+    ca_pem: bytes,
+    identity: Identity,
+    renew_within: dt.timedelta = dt.timedelta(0),
+) -> bool:
+    """Whether ``cert_pem`` was signed by ``ca_pem``, names ``identity``, belongs to
+    ``key_pem`` (EC or RSA), and is more than ``renew_within`` from its end."""
+    try:
         ca = x509.load_pem_x509_certificate(ca_pem)
-        cert = _load_cert(cfg.cert)
-        key = serialization.load_pem_private_key(cfg.key.read_bytes(), None)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
         cert.verify_directly_issued_by(ca)
-    except (OSError, ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     if identity_of(cert) != identity:
         return False
