@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from canistry import __version__
+from canistry.enroll import add_enroll_parser, run_enroll
 from canistry.flags import add_config_flags, config_values
 from canistry.init_certs import add_init_certs_parser, run_init_certs
 from canistry.layout import DEFAULT_DATA_DIR, ClusterLayout, operator_tls
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_probe_parser(sub)
     add_init_certs_parser(sub)
+    add_enroll_parser(sub)
     return parser
 
 
@@ -301,4 +303,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_probe(args)
     if args.command == "init-certs":
         return run_init_certs(args)
+    if args.command == "enroll":
+        return run_enroll(args)
     return run_serve(args)

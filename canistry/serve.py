@@ -139,6 +139,7 @@ HUB_FLAGS = (
     "daily_attempt_limit", "daily_token_limit", "warm_pool", "shard_start_timeout_s",
     "start_concurrency", "start_interval_s", "shard_commit_per_request", "spawner",
     "voting_period_s", "proposal_min_stake", "rollout_concurrency", "template_root",
+    "enroll_port",
 )  # fmt: skip
 SHARD_FLAGS = (
     "shard_id", "hub_address", "content_address", "daily_attempt_limit", "daily_token_limit",

@@ -104,6 +104,11 @@ class HubSettings:
     ca_dir: Path | None = None
     """The cluster CA (``ca.pem``, ``ca.key``): the hub issues each shard it creates
     a certificate from it. Required with ``server.tls``, and only with it."""
+    enroll_port: int | None = None
+    """Serve shard enrollment (``EnrollShard``, server-only TLS: shards trade a one-time
+    join token for a certificate of their own key) on this port of the server's host; 0
+    picks a free one. None: no enrollment port. The kubernetes spawner needs it; needs
+    TLS."""
     cap: int = 4_200_000_000
     """Tokens the treasury may ever grant, all shards together."""
     soft_limit: int = 90_000
@@ -166,6 +171,11 @@ class HubSettings:
             raise ValueError("server.tls and ca_dir go together: a TLS hub issues shard identities")
         if self.ca_dir is not None and not (self.ca_dir / CA_KEY_FILE).is_file():
             raise ValueError(f"no cluster CA key in {self.ca_dir}")
+        if self.enroll_port is not None:
+            if self.server.tls is None:
+                raise ValueError("enroll_port needs TLS: shards enrol for a certificate")
+            if not 0 <= self.enroll_port <= 65535:
+                raise ValueError(f"enroll_port out of range: {self.enroll_port}")
         if self.cap < 0:
             raise ValueError("cap must be >= 0")
         if self.soft_limit < 1 or self.hard_limit < 1:

@@ -10,9 +10,28 @@ Per shard, in the hub's own namespace, all named ``<cluster>-<shard id>``:
   PVC** (``data-<name>-0``), and a StatefulSet created again under the same
   name binds the same claim, so the data comes back;
 - a **headless Service** (``clusterIP: None``) selecting the shard's pod; the
-  shard serves at ``<name>.<namespace>.svc:7000``;
-- a **Secret** ``<name>-tls`` holding the certificate the hub issued (written
-  again before each start, as the docker spawner copies it into the volume).
+  shard serves at ``<name>.<namespace>.svc:7000``.
+
+**No Secrets**: the hub's Role allows only StatefulSets and Services. A TLS
+shard gets its certificate by **enrolling** (:mod:`hub.enrollment`, as
+kubeadm joins nodes): at each start the hub issues a one-time join token
+bound to the shard's id, keeps only its hash, and puts the token in the
+pod template's environment (``CANISTRY_JOIN_TOKEN`` of the ``enroll`` init
+container; it is not in the spec hash). The init container runs ``canistry
+enroll``: unless the shard's ``tls`` directory on its PVC already holds a
+certificate good for more than 30 days, it makes a key there (the private
+key never leaves the pod), and trades the token and a CSR for a
+certificate at the hub's enrollment port (``CANISTRY_HUB_ENROLL_ADDRESS``,
+server-only TLS), checking the hub against the cluster CA certificate
+mounted from the ConfigMap the kustomization makes
+(``CANISTRY_K8S_CA_CONFIGMAP``: public, ``ca.pem`` only). A start that
+finds the StatefulSet already there gives it the fresh token (a merge
+patch of its init container). Whoever may read StatefulSets in the namespace
+can read a token, so a token is good once, for one shard, for three start
+timeouts, and only on the hub's enrollment port. Shards created by a hub
+that still used Secrets have another spec hash, so they are recreated once
+(PVC kept) and enrol; their old ``<name>-tls`` Secrets are the operator's to
+delete (``kubectl delete secret -l io.canistry.managed-by=canistry-hub``).
 
 Every object carries the docker spawner's labels (``io.canistry.managed-by``,
 ``io.canistry.cluster``, ``io.canistry.shard``, and on the StatefulSet
@@ -36,7 +55,6 @@ a stable number derived from its StatefulSet's uid.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -44,15 +62,15 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hub.docker_spawner import LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_SHARD, LABEL_SPEC, MANAGED_BY
-from hub.spawner import ShardTemplate, shard_tls_dir
+from hub.spawner import TLS_DIR, ShardTemplate
 from protos import hub_pb2
 from runtime import logs
 from runtime.errors import Unavailable
 from runtime.rpc import wait_healthy
-from runtime.tls import CA_CERT_FILE, CERT_FILE, KEY_FILE, Role, TLSConfig
+from runtime.tls import CA_CERT_FILE, Role, TLSConfig
 
 __all__ = [
     "KubernetesApiError",
@@ -67,6 +85,12 @@ log = logs.get_logger(__name__)
 #: The stored template_version of a kubernetes hub: this prefix and the image.
 TEMPLATE_PREFIX = "kubernetes:"
 SHARD_HOME = "/var/lib/canistry"
+#: The shard's certificate directory, on its PVC (the init container writes it).
+SHARD_TLS_DIR = f"{SHARD_HOME}/data/{TLS_DIR}"
+#: Where the init container finds the cluster CA certificate (from the ConfigMap).
+CA_MOUNT = f"{SHARD_HOME}/ca"
+#: The init container's environment variable holding the join token (canistry.enroll reads it).
+TOKEN_ENV = "CANISTRY_JOIN_TOKEN"
 _SERVICE_ACCOUNT_NS = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -82,6 +106,18 @@ class ShardStartFailed(KubernetesApiError):
     code = "shard-start-failed"
 
 
+class NoEnrollment(KubernetesApiError):
+    """A TLS shard cannot get a certificate: the hub serves no enrollment port."""
+
+    code = "no-enrollment"
+
+
+class TokenIssuer(Protocol):
+    """Issues a shard's one-time join token (:class:`hub.enrollment.Enrollment`)."""
+
+    async def issue_token(self, shard_id: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class KubernetesSettings:
     """Where the hub's shards go and what they get. Read from the hub's environment."""
@@ -94,6 +130,12 @@ class KubernetesSettings:
     """Names and labels this cluster's objects (``CANISTRY_CLUSTER_ID``)."""
     hub_address: str = "hub:7000"
     """Where shards dial the hub (``CANISTRY_HUB_ADDRESS``)."""
+    enroll_address: str = "hub:7001"
+    """The hub's enrollment port, where a shard's init container trades its join token
+    for a certificate (``CANISTRY_HUB_ENROLL_ADDRESS``)."""
+    ca_config_map: str = "canistry-ca-cert"
+    """The ConfigMap holding the cluster CA certificate (key ``ca.pem``, public) that the
+    init container checks the hub against (``CANISTRY_K8S_CA_CONFIGMAP``)."""
     storage_size: str = "1Gi"
     """Each shard's claim (``CANISTRY_K8S_STORAGE_SIZE``)."""
     storage_class: str = ""
@@ -106,7 +148,7 @@ class KubernetesSettings:
     """How often the watcher refreshes its picture of the labelled StatefulSets."""
 
     def __post_init__(self) -> None:
-        for name in ("image", "namespace", "cluster_id", "hub_address"):
+        for name in ("image", "namespace", "cluster_id", "hub_address", "enroll_address"):
             if not getattr(self, name).strip():
                 raise ValueError(f"kubernetes spawner: {name} is required")
         if self.poll_interval_s <= 0:
@@ -124,6 +166,8 @@ class KubernetesSettings:
             namespace=namespace,
             cluster_id=env.get("CANISTRY_CLUSTER_ID", "canistry"),
             hub_address=env.get("CANISTRY_HUB_ADDRESS", "hub:7000"),
+            enroll_address=env.get("CANISTRY_HUB_ENROLL_ADDRESS", "hub:7001"),
+            ca_config_map=env.get("CANISTRY_K8S_CA_CONFIGMAP", "canistry-ca-cert"),
             storage_size=env.get("CANISTRY_K8S_STORAGE_SIZE", "1Gi"),
             storage_class=env.get("CANISTRY_K8S_STORAGE_CLASS", ""),
         )
@@ -203,10 +247,15 @@ class KubernetesSpawner:
         self.tls = tls
         self.start_timeout_s = start_timeout_s
         self._client = client
+        self._tokens: TokenIssuer | None = None
         self.orphans: list[str] = []
         """Shard ids of labelled StatefulSets with no record (reported, never touched)."""
         self._seen: dict[str, Seen] = {}
         self._watcher: asyncio.Task[None] | None = None
+
+    def use_enrollment(self, enrollment: TokenIssuer) -> None:
+        """Give each TLS shard a join token from ``enrollment`` at its start (the hub calls it)."""
+        self._tokens = enrollment
 
     @property
     def client(self) -> Any:
@@ -238,14 +287,29 @@ class KubernetesSpawner:
             host="0.0.0.0",
             port=s.shard_port,
             hub=s.hub_address,
-            tls_dir=f"{SHARD_HOME}/tls",
+            tls_dir=SHARD_TLS_DIR,
         )
 
+    def enroll_argv(self, record: hub_pb2.ShardRecord) -> list[str]:
+        """The init container's ``canistry enroll ...`` (empty for a plain-text shard)."""
+        if not self.template.tls:
+            return []
+        return [
+            "enroll",
+            "--shard-id", record.shard_id,
+            "--hub", self.settings.enroll_address,
+            "--ca", f"{CA_MOUNT}/{CA_CERT_FILE}",
+            "--tls-dir", SHARD_TLS_DIR,
+            "--timeout", f"{self.start_timeout_s:g}",
+        ]  # fmt: skip
+
     def spec_hash(self, record: hub_pb2.ShardRecord) -> str:
+        """A hash of what the shard runs; the join token is left out (each start has its own)."""
         s = self.settings
         spec = {
             "image": self.image,
             "command": self.argv(record),
+            "enroll": self.enroll_argv(record),
             "storage": [s.storage_size, s.storage_class],
             "port": s.shard_port,
         }
@@ -275,32 +339,38 @@ class KubernetesSpawner:
             },
         }
 
-    def secret_manifest(self, record: hub_pb2.ShardRecord) -> dict[str, Any]:
-        source = shard_tls_dir(record.data_dir)
-        data = {
-            name: base64.b64encode(Path(source, name).read_bytes()).decode()
-            for name in (CA_CERT_FILE, CERT_FILE, KEY_FILE)
-        }
-        return {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": f"{self.object_name(record.shard_id)}-tls",
-                "labels": self.labels(record.shard_id),
-            },
-            "type": "Opaque",
-            "data": data,
-        }
+    def init_containers(self, record: hub_pb2.ShardRecord, token: str) -> list[dict[str, Any]]:
+        """The ``enroll`` init container of a TLS shard, carrying its join token."""
+        if not self.template.tls:
+            return []
+        return [
+            {
+                "name": "enroll",
+                "image": self.image,
+                "args": self.enroll_argv(record),
+                "env": [{"name": TOKEN_ENV, "value": token}],
+                "volumeMounts": [
+                    {"name": "data", "mountPath": f"{SHARD_HOME}/data"},
+                    {"name": "ca", "mountPath": CA_MOUNT, "readOnly": True},
+                ],
+            }
+        ]
 
-    def statefulset_manifest(self, record: hub_pb2.ShardRecord) -> dict[str, Any]:
+    def _init_containers(self, record: hub_pb2.ShardRecord, token: str) -> dict[str, Any]:
+        init = self.init_containers(record, token)
+        return {"initContainers": init} if init else {}
+
+    def statefulset_manifest(self, record: hub_pb2.ShardRecord, token: str = "") -> dict[str, Any]:
+        """The shard's StatefulSet; ``token`` is its join token (a TLS shard needs one)."""
         s = self.settings
         name, labels = self.object_name(record.shard_id), self.labels(record.shard_id)
         mounts: list[dict[str, Any]] = [{"name": "data", "mountPath": f"{SHARD_HOME}/data"}]
         volumes: list[dict[str, Any]] = []
         if self.template.tls:
-            mounts.append({"name": "tls", "mountPath": f"{SHARD_HOME}/tls", "readOnly": True})
+            # The public CA certificate only: what the init container checks the hub against.
+            ca_items = [{"key": CA_CERT_FILE, "path": CA_CERT_FILE}]
             volumes.append(
-                {"name": "tls", "secret": {"secretName": f"{name}-tls", "defaultMode": 0o400}}
+                {"name": "ca", "configMap": {"name": s.ca_config_map, "items": ca_items}}
             )
         claim: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
@@ -333,6 +403,7 @@ class KubernetesSpawner:
                             "runAsNonRoot": True,
                         },
                         "terminationGracePeriodSeconds": 15,
+                        **self._init_containers(record, token),
                         "containers": [
                             {
                                 "name": "shard",
@@ -358,29 +429,50 @@ class KubernetesSpawner:
     # ---- the Spawner protocol ----
 
     async def start(self, record: hub_pb2.ShardRecord) -> int:
-        """Create (or adopt) the shard's Secret, Service and StatefulSet; return once it serves."""
-        from lightkube.resources.apps_v1 import StatefulSet
-        from lightkube.resources.core_v1 import Secret, Service
+        """Create (or adopt) the shard's Service and StatefulSet; return once it serves.
 
-        if self.template.tls:
-            secret = Secret.from_dict(await asyncio.to_thread(self.secret_manifest, record))
-            await self._put(secret, Secret, record.shard_id, replace=True)
+        A TLS shard gets a fresh join token; a StatefulSet that was already
+        there is given it, and scaled to one replica if it had none.
+        """
+        from lightkube.resources.apps_v1 import StatefulSet
+        from lightkube.resources.core_v1 import Service
+
+        token = await self._issue_token(record.shard_id)
         await self._put(Service.from_dict(self.service_manifest(record)), Service, record.shard_id)
-        want = StatefulSet.from_dict(self.statefulset_manifest(record))
-        sts = await self._put(want, StatefulSet, record.shard_id)
+        manifest = self.statefulset_manifest(record, token)
+        want = StatefulSet.from_dict(manifest)
+        sts, created = await self._put(want, StatefulSet, record.shard_id)
         seen = _seen(sts)
         if seen.spec != self.spec_hash(record):  # an older spec under this name: recreate
             log.warning("shard_spec_changed", shard_id=record.shard_id, detail="recreating")
             await self._delete(StatefulSet, self.object_name(record.shard_id))
-            seen = _seen(await self._put(want, StatefulSet, record.shard_id))
-        elif seen.replicas < 1:
-            async with _api_errors(f"scale {seen.name}"):
-                await self.client.patch(StatefulSet, seen.name, {"spec": {"replicas": 1}})
+            seen = _seen((await self._put(want, StatefulSet, record.shard_id))[0])
+        elif not created and (self.template.tls or seen.replicas < 1):
+            # It was there: give it this start's token, and a replica if it had none.
+            patch: dict[str, Any] = {"replicas": 1}
+            if self.template.tls:
+                init = manifest["spec"]["template"]["spec"]["initContainers"]
+                patch["template"] = {"spec": {"initContainers": init}}
+            async with _api_errors(f"update {seen.name}"):
+                await self.client.patch(
+                    StatefulSet, seen.name, {"spec": patch}, patch_type=_merge_patch()
+                )
             seen = Seen(seen.name, seen.shard_id, seen.uid, 1, seen.spec)
         self._seen[record.shard_id] = seen
         log.info("shard_statefulset_started", shard_id=record.shard_id, name=seen.name)
         await self._ready(record)
         return seen.pid
+
+    async def _issue_token(self, shard_id: str) -> str:
+        """A join token for this start of a TLS shard ("" for a plain-text one)."""
+        if not self.template.tls:
+            return ""
+        if self._tokens is None:
+            raise NoEnrollment(
+                f"{shard_id}: a TLS shard enrols for its certificate, and this hub serves no "
+                "enrollment port (canistry serve hub --enroll-port)"
+            )
+        return await self._tokens.issue_token(shard_id)
 
     def is_alive(self, record: hub_pb2.ShardRecord) -> bool:
         seen = self._seen.get(record.shard_id)
@@ -393,14 +485,13 @@ class KubernetesSpawner:
         return seen.pid
 
     async def stop(self, record: hub_pb2.ShardRecord) -> None:
-        """Delete the shard's StatefulSet, Service and Secret; its PVC is kept."""
+        """Delete the shard's StatefulSet and Service; its PVC (with its certificate) is kept."""
         from lightkube.resources.apps_v1 import StatefulSet
-        from lightkube.resources.core_v1 import Secret, Service
+        from lightkube.resources.core_v1 import Service
 
         name = self.object_name(record.shard_id)
         await self._delete(StatefulSet, name)
         await self._delete(Service, name)
-        await self._delete(Secret, f"{name}-tls")
         self._seen.pop(record.shard_id, None)
         log.info(
             "shard_statefulset_stopped",
@@ -470,14 +561,17 @@ class KubernetesSpawner:
 
     # ---- API calls ----
 
-    async def _put(self, obj: Any, kind: Any, shard_id: str, *, replace: bool = False) -> Any:
-        """Create ``obj``; on a conflict adopt the existing one if it is ours (or replace it)."""
+    async def _put(self, obj: Any, kind: Any, shard_id: str) -> tuple[Any, bool]:
+        """Create ``obj``; on a conflict adopt the existing one if it is ours.
+
+        Returns the object and whether this call created it.
+        """
         from lightkube import ApiError
 
         name = obj.metadata.name
         async with _api_errors(f"create {kind.__name__} {name}"):
             try:
-                return await self.client.create(obj)
+                return await self.client.create(obj), True
             except ApiError as exc:
                 if _status_code(exc) != 409:
                     raise
@@ -488,9 +582,7 @@ class KubernetesSpawner:
                 or labels.get(LABEL_SHARD) != shard_id
             ):
                 raise KubernetesApiError(f"{kind.__name__} {name} exists and is not ours")
-            if replace:
-                return await self.client.replace(obj)
-            return existing
+            return existing, False
 
     async def _delete(self, kind: Any, name: str) -> None:
         from lightkube import ApiError
@@ -527,6 +619,13 @@ class KubernetesSpawner:
                 return
             except Unavailable:
                 continue
+
+
+def _merge_patch() -> Any:
+    """A JSON merge patch: a list in it (the init containers) replaces the list whole."""
+    from lightkube.types import PatchType
+
+    return PatchType.MERGE
 
 
 def _seen(sts: Any) -> Seen:

@@ -11,6 +11,12 @@ cancels the background work and closes the rest. It leaves the shards
 running (they outlive the hub and are re-adopted by the next one); use
 :func:`hub.spawner.stop_shards` to stop them.
 
+With ``enroll_port`` (TLS only) the hub also serves a second listener, the
+enrollment port: server-only TLS, ``EnrollShard`` alone
+(:mod:`hub.enrollment_edge`), where a shard that makes its own key (the
+kubernetes spawner's) trades a one-time join token for its certificate. It
+is stopped first.
+
 Shards run as processes (:class:`~hub.spawner.ProcessSpawner`) unless the
 builder injects another :class:`~hub.spawner.Spawner` (tests inject an
 in-memory one); the hub knows no other backend by name.
@@ -24,12 +30,13 @@ from typing import Protocol, runtime_checkable
 
 import grpc
 
-from hub import kubernetes_spawner, swarm_spawner
+from hub import enrollment_edge, kubernetes_spawner, swarm_spawner
 from hub.capacity import IN_PROGRESS_STEPS
 from hub.clock import Clock, wall_clock_ms
 from hub.config import SPAWNERS, HubSettings, kept_notes, template_version
 from hub.core import Hub
 from hub.docker_spawner import DockerSettings, make_docker_spawner, pin_image
+from hub.enrollment import TOKEN_TTL_STARTS, Enrollment
 from hub.execution import make_governance
 from hub.grpc_edge import ACCESS, HubServicer
 from hub.pacing import StartPacer
@@ -56,6 +63,13 @@ class _Reconciling(Protocol):
     async def reconcile(self, records: list[hub_pb2.ShardRecord]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class _Enrolling(Protocol):
+    """A spawner whose shards make their own keys and enrol with a join token (kubernetes)."""
+
+    def use_enrollment(self, enrollment: Enrollment) -> None: ...
 
 
 log = logs.get_logger(__name__)
@@ -98,6 +112,9 @@ class HubService(Lifecycle):
         self.supervisor: Supervisor | None = None
         self.hub: Hub | None = None
         self._server: rpc.Server | None = None
+        self.enrollment: Enrollment | None = None
+        """Join tokens and shard enrollment (a TLS hub with ``enroll_port`` only)."""
+        self._enroll_server: rpc.Server | None = None
         self._tasks = BackgroundTasks()
         self._started = False
         self._stopped = False
@@ -107,6 +124,13 @@ class HubService(Lifecycle):
         if self._server is None:
             raise RuntimeError("hub not started")
         return self._server.address
+
+    @property
+    def enroll_address(self) -> str:
+        """Where the enrollment port listens (``settings.enroll_port``; valid after start)."""
+        if self._enroll_server is None:
+            raise RuntimeError("no enrollment port")
+        return self._enroll_server.address
 
     async def start(self) -> None:
         """Open the store, serve, start the background work; on failure close what opened."""
@@ -149,9 +173,14 @@ class HubService(Lifecycle):
         tls = settings.server.tls
         # The only process that reads the CA key after `canistry up` made it.
         ca = None if settings.ca_dir is None else ClusterCA.load(settings.ca_dir)
+        if ca is not None and settings.enroll_port is not None:
+            ttl_s = TOKEN_TTL_STARTS * policy.shard_start_timeout_s
+            self.enrollment = Enrollment(self.store, ca, ttl_s=ttl_s, clock=self.clock)
         self.registry = RegistryClient(settings.registry_address, tls=tls)
         if self.spawner is None:
             self.spawner = self._make_spawner(policy)
+        if self.enrollment is not None and isinstance(self.spawner, _Enrolling):
+            self.spawner.use_enrollment(self.enrollment)
         if isinstance(self.spawner, _Reconciling):  # docker & co: reconcile both ways at start
             await self.spawner.reconcile(self.store.shards())
         spawns = Spawns(
@@ -214,6 +243,7 @@ class HubService(Lifecycle):
         binding = rpc.ServiceBinding(SERVICE_NAME, add, access=ACCESS)
         self._server = rpc.Server("hub", settings.server, [binding])
         await self._server.start()
+        await self._serve_enrollment()
 
         self.supervisor.register_all()
         self._tasks.spawn(self.supervisor.run(), name="hub-supervisor")
@@ -222,6 +252,25 @@ class HubService(Lifecycle):
         self._tasks.spawn(self._timer(policy.scale_interval_s), name="hub-capacity-timer")
         self.rounds.wake()  # one check at once, so min_shards come up
         log.info("hub_started", address=self.address, **_policy_fields(policy))
+
+    async def _serve_enrollment(self) -> None:
+        """Open the enrollment port, if asked: its own listener, server-only TLS, one RPC."""
+        main = self.settings.server
+        if self.settings.enroll_port is None or self.enrollment is None:
+            return  # enrollment exists exactly when the port is asked for (and TLS)
+        config = rpc.ServerConfig(
+            host=main.host,
+            port=self.settings.enroll_port,
+            grace_s=main.grace_s,
+            tls=main.tls,
+            keepalive=main.keepalive,
+            max_receive_bytes=enrollment_edge.MAX_REQUEST_BYTES,
+            client_auth=False,
+        )
+        self._enroll_server = rpc.Server(
+            "hub-enroll", config, [enrollment_edge.binding(self.enrollment)]
+        )
+        await self._enroll_server.start()
 
     def _make_spawner(self, policy: hub_pb2.HubConfig) -> Spawner:
         if policy.spawner not in SPAWNERS:
@@ -301,6 +350,8 @@ class HubService(Lifecycle):
         if self.supervisor is not None:
             self.supervisor.pause()  # shards stopped with the hub stay stopped
         try:
+            if self._enroll_server is not None:
+                await self._enroll_server.stop()
             if self._server is not None:
                 await self._server.stop()  # drain: calls under way still find every part
         finally:

@@ -11,6 +11,8 @@ Databases (values are protobuf):
     proposals <id, 8 bytes big-endian>                  -> Proposal
     votes     <id, 8 bytes big-endian> <principal>      -> Vote
               (both written by :mod:`hub.proposal_store`)
+    join_tokens <shard_id>                              -> JoinToken (enrollment.proto;
+              only the token's hash, written by :mod:`hub.enrollment`)
 
 Every write goes through one :class:`~runtime.store.GroupCommitter`, so a
 grant's check against the cap and its update of the totals happen in one
@@ -33,7 +35,7 @@ from runtime.store import StoreConfig, WrittenStore, get_msg, put_msg
 
 __all__ = ["HubStore", "shard_id_for", "stored_config"]
 
-DATABASES = ("grants", "shards", "treasury", "proposals", "votes")
+DATABASES = ("grants", "shards", "treasury", "proposals", "votes", "join_tokens")
 _TOTALS = b"totals"
 _CONFIG = b"hub_config"
 _NEXT_SHARD = b"next_shard_number"

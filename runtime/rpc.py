@@ -14,6 +14,11 @@ by the peer's identity against the service's rules (``runtime.authz``);
 server's. Without one, both speak plain text: that is for in-process tests
 and an explicit ``--insecure`` only.
 
+One kind of listener asks for no client certificate (``client_auth=False``,
+:func:`make_anonymous_channel` dials it): a bootstrap port for callers that
+have none yet. It serves only bindings marked ``anonymous``, which authorize
+each call by what it carries, and not even health or reflection.
+
 Both ends share one :class:`Keepalive` policy, so a server never answers a
 client's idle pings with ``GOAWAY too_many_pings`` (which failed calls in
 flight). The edge authorizes a call before it decodes the request: the
@@ -65,6 +70,7 @@ __all__ = [
     "Server",
     "ServerConfig",
     "ServiceBinding",
+    "make_anonymous_channel",
     "make_channel",
     "rpc_errors",
     "wait_healthy",
@@ -165,8 +171,16 @@ class ServerConfig:
     """Bind with SO_REUSEPORT, so that replicas of one service share one port and the
     kernel spreads connections over them (content replicas). Off: a second process
     binding the port fails, as it should for a service that must be alone."""
+    client_auth: bool = True
+    """With ``tls``: every caller presents a cluster certificate and each call is
+    authorized by it. False: server-only TLS, for a bootstrap listener whose callers
+    have no certificate yet (the hub's enrollment port). There is then no identity
+    to check, so such a server serves only ``anonymous`` bindings, which authorize
+    each call by what it carries, and none of the built-in services."""
 
     def __post_init__(self) -> None:
+        if not self.client_auth and self.tls is None:
+            raise ValueError("client_auth=False is server-only TLS: it needs tls")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port out of range: {self.port}")
         if self.grace_s < 0:
@@ -183,6 +197,9 @@ class ServiceBinding:
     add_to_server: Callable[[grpc.aio.Server], None]
     access: authz.Rules | None = None
     """Who may call each RPC; required when the server runs TLS (see ``runtime.authz``)."""
+    anonymous: bool = False
+    """Served to callers without a certificate, and only on a server with
+    ``client_auth=False``; its handlers authorize each call themselves."""
 
 
 class _Edge(grpc.aio.ServerInterceptor):
@@ -359,22 +376,23 @@ class Server(Lifecycle):
             ],
         )
         self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        introspect_pb2_grpc.add_IntrospectServicer_to_server(
-            _Introspect(name, self.rpc_counts), self._server
-        )
         self._names = [b.full_name for b in bindings]
         for binding in bindings:
             binding.add_to_server(self._server)
-        reflection.enable_server_reflection(
-            [
-                *self._names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                introspect_pb2.DESCRIPTOR.services_by_name["Introspect"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            self._server,
-        )
+        if config.client_auth:  # an anonymous listener serves its bindings and nothing else
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+            introspect_pb2_grpc.add_IntrospectServicer_to_server(
+                _Introspect(name, self.rpc_counts), self._server
+            )
+            reflection.enable_server_reflection(
+                [
+                    *self._names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    introspect_pb2.DESCRIPTOR.services_by_name["Introspect"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                self._server,
+            )
         self._port: int | None = None
         self._stopped = False
 
@@ -391,8 +409,11 @@ class Server(Lifecycle):
             self._port = self._server.add_insecure_port(where)
         else:
             m = self.config.tls.read()
+            auth = self.config.client_auth
             creds = grpc.ssl_server_credentials(
-                [(m.key, m.cert)], root_certificates=m.ca_cert, require_client_auth=True
+                [(m.key, m.cert)],
+                root_certificates=m.ca_cert if auth else None,
+                require_client_auth=auth,
             )
             self._port = self._server.add_secure_port(where, creds)
         if self._port == 0:
@@ -429,9 +450,18 @@ _BUILTIN_SERVICES = (
 def _access(
     config: ServerConfig, bindings: Sequence[ServiceBinding]
 ) -> dict[str, frozenset[Role]] | None:
-    """The compiled rules of a TLS server (None without TLS). Raises ValueError if incomplete."""
+    """The compiled rules of a TLS server (None without TLS, or without client
+    certificates). Raises ValueError if incomplete, or if a binding is served to
+    anonymous callers on a server that checks certificates or the other way round."""
     if config.tls is None:
         return None
+    anonymous = [b.full_name for b in bindings if b.anonymous]
+    if not config.client_auth:
+        if not bindings or len(anonymous) != len(bindings):
+            raise ValueError("a server without client certificates serves anonymous bindings only")
+        return None  # no caller has an identity here: each handler authorizes the call
+    if anonymous:
+        raise ValueError(f"{anonymous}: an anonymous binding needs a server with client_auth=False")
     services: list[tuple[str, authz.Rules]] = []
     for name in _BUILTIN_SERVICES:
         methods = descriptor_pool.Default().FindServiceByName(name).methods
@@ -500,6 +530,25 @@ def make_channel(
     )
     options.append(("grpc.ssl_target_name_override", server_host(server_role)))
     return grpc.aio.secure_channel(address, creds, options=options, interceptors=interceptors)
+
+
+def make_anonymous_channel(
+    address: str,
+    ca_cert: bytes,
+    *,
+    server_role: Role | str,
+    keepalive: Keepalive = KEEPALIVE,
+) -> grpc.aio.Channel:
+    """A channel with server-only TLS, for a caller that holds no certificate yet.
+
+    It accepts only a server certified by ``ca_cert`` (PEM) for
+    ``server_role``, and presents nothing: only a server with
+    ``client_auth=False`` answers it (a shard enrolling at the hub).
+    """
+    options: list[tuple[str, Any]] = [*_CHANNEL_OPTIONS, *keepalive.client_options()]
+    options.append(("grpc.ssl_target_name_override", server_host(server_role)))
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_cert)
+    return grpc.aio.secure_channel(address, creds, options=options, interceptors=[_ClientEdge()])
 
 
 @contextlib.asynccontextmanager

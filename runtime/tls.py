@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Self
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from runtime.errors import InvalidArgument
 
 __all__ = [
     "CA_CERT_FILE",
@@ -39,14 +41,19 @@ __all__ = [
     "CERT_FILE",
     "CLUSTER_HOST",
     "KEY_FILE",
+    "BadCertificateRequest",
     "ClusterCA",
     "Identity",
     "Role",
     "TLSConfig",
     "TLSError",
     "TLSMaterial",
+    "certificate_fits",
+    "holds_good_certificate",
     "identity_of",
+    "new_key_and_csr",
     "server_host",
+    "write_identity",
 ]
 
 CA_CERT_FILE = "ca.pem"
@@ -70,6 +77,16 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 class TLSError(ValueError):
     """Certificates or keys are missing, unreadable or not what they claim."""
+
+
+class BadCertificateRequest(InvalidArgument):
+    """A certificate signing request the CA will not sign (see :meth:`ClusterCA.sign_csr`)."""
+
+    code = "bad-certificate-request"
+
+
+#: The least RSA key size :meth:`ClusterCA.sign_csr` signs.
+MIN_RSA_BITS = 2048
 
 
 class Role(StrEnum):
@@ -260,9 +277,60 @@ class ClusterCA:
     ) -> TLSConfig:
         """Write a new key and certificate for ``identity`` into ``out_dir``, with ``ca.pem``."""
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._certify(key.public_key(), identity, valid)
+        return write_identity(
+            out_dir,
+            key_pem=_key_pem(key),
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+            ca_pem=self.cert_pem,
+        )
+
+    def sign_csr(
+        self, csr_pem: bytes, identity: Identity, *, valid: dt.timedelta = CERT_VALID
+    ) -> bytes:
+        """A certificate (PEM) for ``identity`` on the key of ``csr_pem``, as :meth:`issue` makes.
+
+        The CA names the certificate itself: the request's subject and
+        extensions are not copied. It refuses (:class:`BadCertificateRequest`)
+        a request that does not parse, whose signature does not prove the key,
+        whose key is neither EC (P-256, P-384, P-521) nor RSA of at least
+        2048 bits, or that names anything but ``identity`` (another
+        ``canistry://`` identity or role host, in its subject or
+        subjectAltName).
+        """
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError:
+            raise BadCertificateRequest("not a PEM certificate signing request") from None
+        try:
+            proven = csr.is_signature_valid
+            key = csr.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            raise BadCertificateRequest("the request's key or signature is not supported") from None
+        if not proven:
+            raise BadCertificateRequest("the request's signature does not match its key")
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
+                raise BadCertificateRequest(f"EC curve {key.curve.name} is not accepted")
+        elif isinstance(key, rsa.RSAPublicKey):
+            if key.key_size < MIN_RSA_BITS:
+                raise BadCertificateRequest(f"RSA keys must be >= {MIN_RSA_BITS} bits")
+        else:
+            raise BadCertificateRequest("the key must be EC or RSA")
+        _check_names(csr, identity)
+        cert = self._certify(key, identity, valid)
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def _certify(
+        self,
+        public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+        identity: Identity,
+        valid: dt.timedelta,
+    ) -> x509.Certificate:
+        """The certificate naming ``identity`` on ``public_key``, signed by this CA."""
         now = _now()
         not_after = min(now + valid, self.cert.not_valid_after_utc)
-        cert = (
+        return (
             x509.CertificateBuilder()
             .subject_name(
                 x509.Name(
@@ -273,20 +341,11 @@ class ClusterCA:
                 )
             )
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(not_after)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.UniformResourceIdentifier(identity.uri),
-                        x509.DNSName(CLUSTER_HOST),
-                        x509.DNSName(server_host(identity.role)),
-                    ]
-                ),
-                critical=False,
-            )
+            .add_extension(x509.SubjectAlternativeName(_names(identity)), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(
@@ -301,12 +360,6 @@ class ClusterCA:
             )
             .sign(self._key, hashes.SHA256())
         )
-        out_dir = Path(out_dir)
-        # Key first: a reader that finds the new certificate finds its key too.
-        _write(out_dir / KEY_FILE, _key_pem(key), private=True)
-        _write(out_dir / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
-        _write(out_dir / CA_CERT_FILE, self.cert_pem)
-        return TLSConfig.from_dir(out_dir)
 
     def ensure(
         self, identity: Identity, out_dir: Path, *, renew_within: dt.timedelta = RENEW_WITHIN
@@ -321,19 +374,9 @@ class ClusterCA:
         return self.issue(identity, out_dir)
 
     def _still_good(self, identity: Identity, out_dir: Path, renew_within: dt.timedelta) -> bool:
-        try:
-            cfg = TLSConfig.from_dir(out_dir)
-            if cfg.ca_cert.read_bytes() != self.cert_pem:
-                return False
-            cert = _load_cert(cfg.cert)
-            key = serialization.load_pem_private_key(cfg.key.read_bytes(), None)
-        except (OSError, ValueError):
-            return False
-        if not self.signed(cert) or identity_of(cert) != identity:
-            return False
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or not _pairs(key, cert):
-            return False
-        return cert.not_valid_after_utc - _now() > renew_within
+        return holds_good_certificate(
+            out_dir, identity, ca_pem=self.cert_pem, renew_within=renew_within
+        )
 
     def signed(self, cert: x509.Certificate) -> bool:
         """Whether this CA issued ``cert``."""
@@ -344,11 +387,106 @@ class ClusterCA:
         return True
 
 
+def holds_good_certificate(
+    directory: Path,
+    identity: Identity,
+    *,
+    ca_pem: bytes,
+    renew_within: dt.timedelta = RENEW_WITHIN,
+) -> bool:
+    """Whether ``directory`` holds a certificate worth keeping for ``identity``.
+
+    Worth keeping: its ``ca.pem`` is ``ca_pem``, and :func:`certificate_fits`
+    holds for its ``cert.pem`` and ``key.pem``. Needs only the CA's public
+    certificate, so a holder can ask it of itself.
+    """
+    try:
+        cfg = TLSConfig.from_dir(directory)
+        if cfg.ca_cert.read_bytes() != ca_pem:
+            return False
+        cert_pem, key_pem = cfg.cert.read_bytes(), cfg.key.read_bytes()
+    except (OSError, ValueError):
+        return False
+    return certificate_fits(
+        cert_pem, key_pem, ca_pem=ca_pem, identity=identity, renew_within=renew_within
+    )
+
+
+def certificate_fits(
+    cert_pem: bytes,
+    key_pem: bytes,
+    *,
+    ca_pem: bytes,
+    identity: Identity,
+    renew_within: dt.timedelta = dt.timedelta(0),
+) -> bool:
+    """Whether ``cert_pem`` was signed by ``ca_pem``, names ``identity``, belongs to
+    ``key_pem`` (EC or RSA), and is more than ``renew_within`` from its end."""
+    try:
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    if identity_of(cert) != identity:
+        return False
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) or not _pairs(key, cert):
+        return False
+    return cert.not_valid_after_utc - _now() > renew_within
+
+
+def new_key_and_csr(identity: Identity) -> tuple[bytes, bytes]:
+    """A new P-256 key (PEM, PKCS#8) and a request (PEM) for ``identity`` signed by it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(identity))]))
+        .add_extension(x509.SubjectAlternativeName(_names(identity)), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def write_identity(out_dir: Path, *, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> TLSConfig:
+    """Write a holder's directory: ``key.pem`` (0600), ``cert.pem``, ``ca.pem``, each whole."""
+    out_dir = Path(out_dir)
+    # Key first: a reader that finds the new certificate finds its key too.
+    _write(out_dir / KEY_FILE, key_pem, private=True)
+    _write(out_dir / CERT_FILE, cert_pem)
+    _write(out_dir / CA_CERT_FILE, ca_pem)
+    return TLSConfig.from_dir(out_dir)
+
+
+def _names(identity: Identity) -> list[x509.GeneralName]:
+    """The subjectAltName of ``identity``'s certificate: its URI and its two hosts."""
+    return [
+        x509.UniformResourceIdentifier(identity.uri),
+        x509.DNSName(CLUSTER_HOST),
+        x509.DNSName(server_host(identity.role)),
+    ]
+
+
+def _check_names(csr: x509.CertificateSigningRequest, identity: Identity) -> None:
+    """Refuse a request naming anything but ``identity``. Raises BadCertificateRequest."""
+    for attr in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        if attr.value not in (str(identity), identity.uri):
+            raise BadCertificateRequest(f"the request names {attr.value!r}, not {identity}")
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return
+    allowed = set(_names(identity))
+    for name in san:
+        if name not in allowed:
+            raise BadCertificateRequest(f"the request asks for {name.value!r}, not {identity}")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _pairs(key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> bool:
+def _pairs(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, cert: x509.Certificate) -> bool:
     """Whether ``key`` is the private half of ``cert``'s public key."""
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki)

@@ -3,9 +3,10 @@
 ``kubectl kustomize`` (client side) renders the manifests with certificates
 made here by ``canistry init-certs``; every object is then validated against
 the Kubernetes 1.32 OpenAPI schemas, strictly (``kubernetes-validate``). The
-RBAC is checked to let the hub create only StatefulSets, Services and its
-shards' certificate Secrets, in its own namespace. Skips, saying why, where
-kubectl or kubernetes-validate is missing.
+RBAC is checked to let the hub create only StatefulSets and Services, in its
+own namespace, and do nothing at all with Secrets: shards enrol for their
+certificates at the hub's enrollment port. Skips, saying why, where kubectl
+or kubernetes-validate is missing.
 """
 
 from __future__ import annotations
@@ -69,17 +70,19 @@ def test_every_object_passes_the_schema_and_lives_in_the_namespace(
             assert doc["metadata"]["namespace"] == "canistry", doc["metadata"]["name"]
 
 
-def test_the_hub_may_create_only_statefulsets_services_and_shard_secrets_in_its_namespace(
+def test_the_hub_may_create_only_statefulsets_and_services_in_its_namespace(
     rendered: list[dict[str, Any]],
 ) -> None:
     assert not of_kind(rendered, "ClusterRole") and not of_kind(rendered, "ClusterRoleBinding")
     (role,) = of_kind(rendered, "Role").values()
-    created = set()
+    created, named = set(), set()
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        named.update(rule["resources"])
         if "create" in rule["verbs"]:
             created.update(rule["resources"])
-    assert created == {"statefulsets", "services", "secrets"}
+    assert created == {"statefulsets", "services"}
+    assert named == {"statefulsets", "services"}  # nothing at all on secrets
     (binding,) = of_kind(rendered, "RoleBinding").values()
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
@@ -88,6 +91,23 @@ def test_the_hub_may_create_only_statefulsets_services_and_shard_secrets_in_its_
     hub = of_kind(rendered, "StatefulSet")["hub"]["spec"]["template"]["spec"]
     assert hub["serviceAccountName"] == "hub"
     assert "--spawner=kubernetes" in hub["containers"][0]["args"]
+
+
+def test_shards_enrol_at_the_hubs_port_against_the_public_ca_certificate(
+    rendered: list[dict[str, Any]],
+) -> None:
+    hub = of_kind(rendered, "StatefulSet")["hub"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--enroll-port=7001" in hub["args"]
+    assert {"name": "enroll", "containerPort": 7001} in hub["ports"]
+    env = {e["name"]: e.get("value") for e in hub["env"]}
+    assert env["CANISTRY_HUB_ENROLL_ADDRESS"] == "hub:7001"
+    service = of_kind(rendered, "Service")["hub"]["spec"]
+    assert {"name": "enroll", "port": 7001, "targetPort": 7001} in service["ports"]
+    # The ConfigMap the hub names in its shards' pods: that exact name, the CA's
+    # certificate and nothing else (never its key).
+    ca = of_kind(rendered, "ConfigMap")[env["CANISTRY_K8S_CA_CONFIGMAP"]]
+    assert set(ca["data"]) == {"ca.pem"} and "PRIVATE KEY" not in ca["data"]["ca.pem"]
+    assert ca["data"]["ca.pem"].startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_certificates_come_from_secrets_and_only_the_hub_holds_the_ca(
@@ -125,14 +145,9 @@ def test_the_spawners_objects_pass_the_schema(tmp_path: Path) -> None:
     settings = KubernetesSettings(image="r/canistry@sha256:" + "0" * 64, namespace="canistry")
     spawner = KubernetesSpawner(settings, template, image=settings.image, tls=None, client=object())
     record = hub_pb2.ShardRecord(shard_id="shard-0001", data_dir=str(tmp_path / "shard-0001"))
-    tls = tmp_path / "shard-0001" / "tls"
-    tls.mkdir(parents=True)
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tls / name).write_text(name)
     for doc in (
-        spawner.statefulset_manifest(record),
+        spawner.statefulset_manifest(record, "a-join-token"),
         spawner.service_manifest(record),
-        spawner.secret_manifest(record),
     ):
         doc["metadata"]["namespace"] = "canistry"
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)

@@ -4,16 +4,20 @@ No Kubernetes runs on this machine: :class:`tests.hub.fake_kubernetes.FakeKubern
 speaks the REST paths on loopback, and lightkube's real ``AsyncClient`` talks
 to it over HTTP. A shard's "pod" is a real gRPC health server on loopback that
 the readiness check reaches only while the shard's StatefulSet exists with a
-replica. ``test_on_a_real_cluster`` runs against a real cluster when
+replica; for a TLS hub, each pod first runs its init container as a real
+``canistry enroll`` process, with the arguments and join token of the
+StatefulSet the fake holds, and then serves mutual TLS on the certificate it
+got. ``test_on_a_real_cluster`` runs against a real cluster when
 ``KUBECONFIG`` is set.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-from collections.abc import AsyncIterator
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +27,26 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from hub.docker_spawner import LABEL_CLUSTER, LABEL_MANAGED_BY, LABEL_SHARD, LABEL_SPEC
 from hub.spawner import ShardTemplate
-from protos import hub_pb2
+from protos import hub_pb2, hub_pb2_grpc
+from registry.config import RegistryConfig
+from registry.service import RegistryService
+from runtime import rpc
+from runtime.rpc import ServerConfig
+from runtime.tls import ClusterCA, Identity, Role, TLSConfig
 from tests.hub.fake_kubernetes import FakeKubernetes
 
 lightkube = pytest.importorskip("lightkube", reason="the kubernetes spawner needs lightkube")
 
 from hub.kubernetes_spawner import (  # noqa: E402
+    TOKEN_ENV,
     KubernetesApiError,
     KubernetesSettings,
     KubernetesSpawner,
+    NoEnrollment,
     ShardStartFailed,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NS = "canistry"
 IMAGE = "127.0.0.1:5000/canistry@sha256:" + "ab" * 32
@@ -118,7 +131,22 @@ def make(api: FakeKubernetes, pods: Pods, **kw: Any) -> LoopbackSpawner:
         client=client,
     )
     spawner.pods = pods
+    tokens = kw.pop("tokens", None)
+    if tokens is not None:
+        spawner.use_enrollment(tokens)
     return spawner
+
+
+class Tokens:
+    """Stands in for the hub's :class:`~hub.enrollment.Enrollment`: counts the tokens issued."""
+
+    def __init__(self) -> None:
+        self.issued: list[tuple[str, str]] = []
+
+    async def issue_token(self, shard_id: str) -> str:
+        token = f"token-{len(self.issued) + 1}-for-{shard_id}"
+        self.issued.append((shard_id, token))
+        return token
 
 
 def record(tmp_path: Path, n: int) -> hub_pb2.ShardRecord:
@@ -165,33 +193,74 @@ async def test_a_shard_is_a_statefulset_with_a_claim_template_and_a_headless_ser
     await spawner.close()
 
 
-def write_certificate(data_dir: Path) -> Path:
-    tls_dir = data_dir / "tls"
-    tls_dir.mkdir(parents=True)
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tls_dir / name).write_text(f"{name} of shard-0001")
-    return tls_dir
+def pod_spec(api: FakeKubernetes, name: str) -> dict[str, Any]:
+    sts = api.get("statefulsets", name)
+    assert sts is not None
+    spec: dict[str, Any] = sts["spec"]["template"]["spec"]
+    return spec
 
 
-async def test_the_certificate_goes_in_a_secret_mounted_read_only(
+def token_in(pod: dict[str, Any]) -> str:
+    (init,) = pod["initContainers"]
+    (env,) = init["env"]
+    assert env["name"] == TOKEN_ENV
+    return str(env["value"])
+
+
+async def test_a_tls_shard_enrols_with_a_join_token_and_no_secret_is_ever_touched(
+    api: FakeKubernetes, pods: Pods, tmp_path: Path
+) -> None:
+    tokens = Tokens()
+    spawner = make(api, pods, template=template(tls=True), tokens=tokens)
+    r = record(tmp_path, 1)
+    await spawner.start(r)
+    pod = pod_spec(api, "canistry-shard-0001")
+    (init,) = pod["initContainers"]
+    assert init["name"] == "enroll" and init["image"] == IMAGE
+    assert init["args"] == [
+        "enroll", "--shard-id", "shard-0001", "--hub", "hub:7001",
+        "--ca", "/var/lib/canistry/ca/ca.pem", "--tls-dir", "/var/lib/canistry/data/tls",
+        "--timeout", "10",
+    ]  # fmt: skip
+    assert tokens.issued == [("shard-0001", token_in(pod))]
+    assert {m["name"]: m.get("readOnly", False) for m in init["volumeMounts"]} == {
+        "data": False,
+        "ca": True,
+    }
+    # The public CA certificate only, from the ConfigMap the kustomization makes.
+    (ca,) = pod["volumes"]
+    assert ca == {
+        "name": "ca",
+        "configMap": {"name": "canistry-ca-cert", "items": [{"key": "ca.pem", "path": "ca.pem"}]},
+    }
+    (shard,) = pod["containers"]
+    assert shard["args"][shard["args"].index("--tls-dir") + 1] == "/var/lib/canistry/data/tls"
+    assert [m["name"] for m in shard["volumeMounts"]] == ["data"]  # the certificate is on the PVC
+    spec = api.get("statefulsets", "canistry-shard-0001")["metadata"]["labels"][LABEL_SPEC]  # type: ignore[index]
+
+    # A second start finds the StatefulSet there: it gets this start's token (the last one
+    # is void at the hub), and the spec hash, which leaves the token out, stays.
+    await spawner.start(r)
+    pod = pod_spec(api, "canistry-shard-0001")
+    assert [t for _, t in tokens.issued] == ["token-1-for-shard-0001", token_in(pod)]
+    assert token_in(pod) == "token-2-for-shard-0001"
+    assert api.get("statefulsets", "canistry-shard-0001")["metadata"]["labels"][LABEL_SPEC] == spec  # type: ignore[index]
+    assert ("PATCH", f"/apis/apps/v1/namespaces/{NS}/statefulsets/canistry-shard-0001") in (
+        api.calls
+    )
+    await spawner.stop(r)
+    assert not [path for _, path in api.calls if "secrets" in path]
+    assert api.names("persistentvolumeclaims") == ["data-canistry-shard-0001-0"]
+    await spawner.close()
+
+
+async def test_a_tls_shard_without_an_enrollment_port_is_refused_before_any_object(
     api: FakeKubernetes, pods: Pods, tmp_path: Path
 ) -> None:
     spawner = make(api, pods, template=template(tls=True))
-    r = record(tmp_path, 1)
-    tls_dir = write_certificate(Path(r.data_dir))
-    await spawner.start(r)
-    secret = api.get("secrets", "canistry-shard-0001-tls")
-    assert secret is not None
-    assert base64.b64decode(secret["data"]["key.pem"]) == b"key.pem of shard-0001"
-    pod = api.get("statefulsets", "canistry-shard-0001")["spec"]["template"]["spec"]  # type: ignore[index]
-    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "tls"]
-    assert mount["readOnly"] is True
-    assert pod["volumes"][0]["secret"]["secretName"] == "canistry-shard-0001-tls"
-    # A second start (a restart) writes the certificate again, replacing the Secret.
-    await asyncio.to_thread((tls_dir / "key.pem").write_text, "renewed")
-    await spawner.start(r)
-    secret = api.get("secrets", "canistry-shard-0001-tls")
-    assert base64.b64decode(secret["data"]["key.pem"]) == b"renewed"  # type: ignore[index]
+    with pytest.raises(NoEnrollment, match="enroll-port"):
+        await spawner.start(record(tmp_path, 1))
+    assert api.calls == []
     await spawner.close()
 
 
@@ -397,3 +466,138 @@ async def test_a_hub_on_kubernetes_creates_its_shards_and_re_adopts_them_after_a
         assert {r.step for r in records} == {hub_pb2.SPAWN_STEP_REGISTERED}
     after = sum(1 for method, path in api.calls if method == "POST" and "statefulsets" in path)
     assert after == creates  # every shard re-adopted, none created again
+
+
+class EnrollingPods:
+    """Each TLS shard's "pod": its init container, then a shard serving mutual TLS.
+
+    The init container is a real ``canistry enroll`` process, run with the
+    arguments and the join token of the StatefulSet the fake API holds (the
+    enrollment address and the two paths mapped onto this machine); the
+    "shard" is a real :class:`runtime.rpc.Server` (health only) on the
+    certificate it enrolled for.
+    """
+
+    def __init__(self, api: FakeKubernetes, root: Path, ca_pem: bytes) -> None:
+        self.api = api
+        self.root = root
+        self.ca_file = root / "ca.pem"
+        root.mkdir(parents=True, exist_ok=True)
+        self.ca_file.write_bytes(ca_pem)
+        self.enroll_address: Callable[[], str] = lambda: ""
+        self.ports: dict[str, int] = {}
+        self.servers: dict[str, rpc.Server] = {}
+
+    def tls_dir(self, shard_id: str) -> Path:
+        return self.root / shard_id / "tls"
+
+    def place(self, shard_id: str) -> tuple[str, int]:
+        if shard_id not in self.ports:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.ports[shard_id] = sock.getsockname()[1]
+        return f"127.0.0.1:{self.ports[shard_id]}", self.ports[shard_id]
+
+    async def boot(self, name: str, shard_id: str) -> None:
+        if shard_id in self.servers:
+            return
+        pod = pod_spec(self.api, name)
+        (init,) = pod["initContainers"]
+        args = list(init["args"])
+        for flag, value in (
+            ("--hub", self.enroll_address()),
+            ("--ca", str(self.ca_file)),
+            ("--tls-dir", str(self.tls_dir(shard_id))),
+        ):
+            args[args.index(flag) + 1] = value
+        env = {**os.environ, TOKEN_ENV: token_in(pod), "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "canistry", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+        tls = TLSConfig.from_dir(self.tls_dir(shard_id))
+        server = rpc.Server(f"pod-{shard_id}", ServerConfig(port=self.ports[shard_id], tls=tls), [])
+        await server.start()
+        self.servers[shard_id] = server
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            await server.stop()
+
+
+class EnrollingSpawner(KubernetesSpawner):
+    """The real spawner; its pods are :class:`EnrollingPods` on loopback."""
+
+    pods: EnrollingPods
+
+    def place(self, shard_id: str) -> tuple[str, int]:
+        return self.pods.place(shard_id)
+
+    async def _ready(self, record: hub_pb2.ShardRecord) -> None:
+        await self.pods.boot(self.object_name(record.shard_id), record.shard_id)
+        await super()._ready(record)
+
+
+async def test_a_tls_hub_on_kubernetes_enrols_its_shards_and_re_adopts_them_without_secrets(
+    api: FakeKubernetes, pods: Pods, tmp_path: Path
+) -> None:
+    from hub.service import HubService
+    from tests.hub._support import hub_settings, shards_up
+
+    ca = ClusterCA.open(tmp_path / "ca")
+
+    def cert(role: Role) -> TLSConfig:
+        return ca.issue(Identity(role, role.value), tmp_path / "tls" / role.value)
+
+    enrolling = EnrollingPods(api, tmp_path / "pods", ca.cert_pem)
+
+    def spawner() -> EnrollingSpawner:
+        s = make(api, pods)
+        real = EnrollingSpawner(
+            s.settings, template(tls=True), image=s.image, tls=cert(Role.HUB), client=s.client,
+            start_timeout_s=30.0,
+        )  # fmt: skip
+        real.pods = enrolling
+        return real
+
+    registry_cfg = RegistryConfig(
+        data_dir=tmp_path / "registry",
+        server=ServerConfig(tls=cert(Role.REGISTRY)),
+        soft_limit=2,
+        hard_limit=3,
+        durable=False,
+    )
+    try:
+        async with RegistryService(registry_cfg) as registry:
+            settings = hub_settings(
+                tmp_path,
+                registry.address,
+                server=ServerConfig(tls=cert(Role.HUB)),
+                ca_dir=tmp_path / "ca",
+                enroll_port=0,
+                min_shards=2,
+                shard_start_timeout_s=30.0,
+            )
+            async with HubService(settings, spawner=spawner()) as hub:
+                enrolling.enroll_address = lambda: hub.enroll_address
+                await shards_up(hub, registry, 2, timeout_s=120)
+                # The certificate each pod enrolled for is that shard's at the hub's main port.
+                shard_tls = TLSConfig.from_dir(enrolling.tls_dir("shard-0002"))
+                async with rpc.make_channel(hub.address, shard_tls, server_role=Role.HUB) as ch:
+                    grant = await hub_pb2_grpc.HubStub(ch).RequestAllowance(
+                        hub_pb2.AllowanceRequest(shard_id="shard-0002", seq=1, amount=7)
+                    )
+                assert grant.granted == 7
+            creates = [c for c in api.calls if c[0] == "POST" and "statefulsets" in c[1]]
+
+            async with HubService(settings, spawner=spawner()) as again:
+                enrolling.enroll_address = lambda: again.enroll_address
+                await shards_up(again, registry, 2, timeout_s=120)
+            after = [c for c in api.calls if c[0] == "POST" and "statefulsets" in c[1]]
+            assert after == creates  # re-adopted, none created again
+    finally:
+        await enrolling.stop()
+    assert api.names("statefulsets") == ["canistry-shard-0001", "canistry-shard-0002"]
+    assert not [path for _, path in api.calls if "secrets" in path]
