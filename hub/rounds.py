@@ -81,11 +81,17 @@ class CapacityRounds:
         """Times ``shard_limit_reached`` was logged (once per time the limit is hit)."""
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._looping = False
         self._spawn_task: asyncio.Task[hub_pb2.ShardRecord] | None = None
 
     def wake(self) -> None:
         """Ask the background loop for a round soon (never blocks)."""
         self._wake.set()
+
+    def idle(self) -> bool:
+        """No round under way or asked for, and no spawn running."""
+        busy = self._looping or self._lock.locked() or self.spawn_running()
+        return not (busy or self._wake.is_set())
 
     async def run(self) -> None:
         """The background loop: one round per wake-up. Run it as an owned task.
@@ -106,6 +112,7 @@ class CapacityRounds:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), retry_s)
             self._wake.clear()
+            self._looping = True
             try:
                 reply = await self.ensure()
                 if self.spawn_running():  # a refill, or a spawn a caller started: see it end
@@ -113,6 +120,8 @@ class CapacityRounds:
             except Exception:  # a bug must not end the loop: log it whole, keep going
                 log.exception("capacity_round_crashed")
                 reply = hub_pb2.EnsureCapacityReply(action="error")
+            finally:
+                self._looping = False
             log.info("capacity_round", action=reply.action, shard_id=reply.shard_id)
             if reply.action == "error":
                 retry_s = min(2 * (retry_s or 0.25), self.retry_max_s)

@@ -12,6 +12,7 @@ from registry.service import RegistryService
 from runtime.errors import NoCapacity
 from tests.hub._support import hub_settings, shards_up
 from tests.hub.fake_spawner import FakeSpawner
+from tests.polling import eventually
 
 
 async def test_the_hub_spawns_no_shard_past_max_shards_and_says_so_once(
@@ -21,6 +22,7 @@ async def test_the_hub_spawns_no_shard_past_max_shards_and_says_so_once(
     async with HubService(settings, spawner=spawner) as hub:
         assert hub.rounds is not None
         await shards_up(hub, registry, 1)
+        await eventually(hub.rounds.idle, what="the capacity loop's follow-up round")
         for p in ("a", "b"):
             await registry.registry.assign(p)
         reply = await hub.rounds.ensure()

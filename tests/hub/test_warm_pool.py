@@ -88,6 +88,7 @@ async def test_a_warm_shard_that_does_not_answer_is_abandoned_and_a_cold_one_spa
     async with HubService(settings, spawner=spawner) as hub:
         assert hub.rounds is not None
         await pool_full(hub, {"shard-0001": REGISTERED, "shard-0002": WARM})
+        await eventually(hub.rounds.idle, what="the capacity loop's follow-up round")
         for p in ("a", "b"):
             await registry.registry.assign(p)
         hub.rounds.spawns.promote_timeout_s = 0.3
