@@ -66,6 +66,9 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 #: The longest ``If-None-Match`` accepted (the FastAPI route answers 422 beyond).
 MAX_IF_NONE_MATCH = 1024
 
+#: The bounds of :class:`~gateway.models.SubmissionRequest` (a test holds them equal).
+_MAX_ANSWERS = 200
+_MAX_ANSWER_ID = 100
 _SLUG = re.compile(models.SLUG_PATTERN.removeprefix("^").removesuffix("$"))
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN.removeprefix("^").removesuffix("$"))
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode("latin-1")
@@ -178,9 +181,32 @@ def _answers(body: bytes) -> dict[str, str] | None:
     """The answers of a valid submission body, or None if the FastAPI route must judge it."""
     try:
         doc = json.loads(body)
+    except Exception:
+        return None
+    plain = _plain_answers(doc)
+    if plain is not None:
+        return plain
+    try:
         return models.SubmissionRequest.model_validate(doc).answers
     except Exception:
         return None
+
+
+def _plain_answers(doc: Any) -> dict[str, str] | None:
+    """``doc["answers"]`` when ``doc`` is plainly a valid :class:`~gateway.models.SubmissionRequest`
+    (only ``answers``: 1 to 200 pairs of ASCII ids of 1 to 100 characters), else None, and
+    the model judges it: every body this accepts, the model accepts alike."""
+    if type(doc) is not dict or len(doc) != 1:
+        return None
+    answers = doc.get("answers")
+    if type(answers) is not dict or not 1 <= len(answers) <= _MAX_ANSWERS:
+        return None
+    for qid, cid in answers.items():
+        if not (type(qid) is str and type(cid) is str and qid.isascii() and cid.isascii()):
+            return None
+        if not (0 < len(qid) <= _MAX_ANSWER_ID and 0 < len(cid) <= _MAX_ANSWER_ID):
+            return None
+    return answers
 
 
 def signed_path(scope: Scope) -> str:
