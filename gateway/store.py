@@ -60,12 +60,15 @@ class GatewayStore(WrittenStore):
         )
         self.path = path
         self.quota = quota
+        self._pages: int | None = None
+        """Pages in the map."""
 
     def _check_room(self, txn: lmdb.Transaction) -> None:
         """Raise :class:`StoreFull` when live pages leave less than the reserve free."""
         s = self.store
-        psize = s.env.stat()["psize"]
-        pages = s.config.map_size // psize
+        if self._pages is None:  # fixed for the store's life: looked up once
+            self._pages = s.config.map_size // s.env.stat()["psize"]
+        pages = self._pages
         live = 8  # meta pages, the main database, the freelist's own pages: a little slack
         for name in _DATABASES:
             st = txn.stat(s.db(name))
