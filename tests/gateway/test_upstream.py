@@ -297,5 +297,6 @@ async def test_shard_calls_carry_the_request_id_the_shard_and_a_deadline(world) 
         assert metadata[logs.REQUEST_ID_HEADER] == "trace-123"
         assert metadata[SHARD_HEADER] == "c"
     assert logs.REQUEST_ID_HEADER not in bare and bare[SHARD_HEADER] == "c"
-    assert left is not None and 0 < left <= 2
-    assert default_left is not None and 2 < default_left < DEFAULT_DEADLINE_S + 1
+    # gRPC rounds a deadline up a little on its way: compare with some slack.
+    assert left is not None and 0 < left < 2.5
+    assert default_left is not None and 2.5 < default_left < DEFAULT_DEADLINE_S + 1
