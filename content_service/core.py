@@ -33,6 +33,7 @@ log = logs.get_logger(__name__)
 VERIFICATIONS = Counter(
     "canistry_content_verifications", "Quiz submissions graded, by outcome", ["outcome"]
 )
+_PASSED, _FAILED = VERIFICATIONS.labels("passed"), VERIFICATIONS.labels("failed")
 
 
 @dataclass(frozen=True)
@@ -70,34 +71,61 @@ class Content:
 
     def verify(self, unit_id: str, answers: Mapping[str, str]) -> Verdict:
         """Grade ``answers`` against the unit's key (stateless)."""
-        stored = self.store.get_unit(_unit_id(unit_id))
-        result = quiz.verify(stored, answers)
-        VERIFICATIONS.labels("passed" if result.passed else "failed").inc()
-        return Verdict(result, stored.unit.reward, stored.unit.version)
+        [outcome] = self._grade([(_unit_id(unit_id), answers)])
+        if isinstance(outcome, CanistryError):
+            raise outcome
+        return outcome
 
     def verify_batch(
         self, items: Sequence[tuple[str, Mapping[str, str], str]]
     ) -> list[Verdict | CanistryError]:
         """Grade each ``(unit_id, answers, request_id)`` alone: a bad item is its own error.
 
-        A refused item is logged under its own request id. Raises
-        :class:`InvalidArgument` only for a batch over :data:`MAX_BATCH`.
+        The whole batch reads the store once. A refused item is logged under
+        its own request id. Raises :class:`InvalidArgument` only for a batch
+        over :data:`MAX_BATCH`.
         """
         if len(items) > MAX_BATCH:
             raise InvalidArgument(f"a batch holds at most {MAX_BATCH} submissions")
-        out: list[Verdict | CanistryError] = []
-        for unit_id, answers, request_id in items:
+        checked: list[tuple[str, Mapping[str, str]] | CanistryError] = []
+        for unit_id, answers, _ in items:
             try:
-                out.append(self.verify(unit_id, answers))
+                checked.append((_unit_id(unit_id), answers))
             except CanistryError as exc:
+                checked.append(exc)
+        outcomes = self._grade(checked)
+        for (unit_id, _, request_id), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, CanistryError):
                 log.info(
                     "verify_refused",
                     request_id=request_id or None,
                     unit_id=unit_id,
-                    code=exc.code,
-                    detail=exc.message,
+                    code=outcome.code,
+                    detail=outcome.message,
                 )
+        return outcomes
+
+    def _grade(
+        self, items: Sequence[tuple[str, Mapping[str, str]] | CanistryError]
+    ) -> list[Verdict | CanistryError]:
+        """Grade each valid ``(unit_id, answers)``; an error stays as it is."""
+        keys = self.store.answer_keys(i[0] for i in items if not isinstance(i, CanistryError))
+        out: list[Verdict | CanistryError] = []
+        for item in items:
+            if isinstance(item, CanistryError):
+                out.append(item)
+                continue
+            key = keys[item[0]]
+            if isinstance(key, CanistryError):
+                out.append(type(key)(key.message))  # one error object per item
+                continue
+            try:
+                result = key.grade(item[1])
+            except CanistryError as exc:
                 out.append(exc)
+                continue
+            (_PASSED if result.passed else _FAILED).inc()
+            out.append(Verdict(result, key.reward, key.version))
         return out
 
     def stats(self) -> tuple[int, list[str]]:

@@ -8,9 +8,10 @@ Databases (values are protobuf messages, docs/design.md §10):
 - ``meta``: the schema version, and ``generation``, bumped by every import
   that changes something.
 
-Reads are served from an in-memory cache of parsed units. Each read opens a
-read transaction and compares ``generation`` with the one the cache was
-filled under; a mismatch empties the cache. That keeps the cache right even
+Reads are served from an in-memory cache of parsed units (and of their
+decoded answer keys, for grading). Each read opens a read transaction and
+compares ``generation`` with the one the cache was filled under; a mismatch
+empties the cache. That keeps the cache right even
 when another process (an offline ``canistry content import`` or a replica
 sharing the file) writes the store.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import lmdb
 
 from content_service.pack import is_slug
+from content_service.quiz import AnswerKey
 from protos import content_pb2
 from runtime.errors import InvalidArgument, UnknownUnit
 from runtime.store import Store, StoreConfig, WrittenStore, get_msg, put_msg
@@ -88,10 +90,13 @@ class ContentStore(WrittenStore):
         super().__init__(store_config(path, durable=durable))
         self._cache_size = cache_size
         self._cache: dict[str, content_pb2.StoredUnit] = {}
+        self._keys: dict[str, AnswerKey] = {}
+        """Answer keys decoded from cached units; emptied with :attr:`_cache`."""
         self._cache_generation: bytes | None = None
 
     async def stop(self) -> None:
         self._cache.clear()
+        self._keys.clear()
         await super().stop()
 
     # -- writes --------------------------------------------------------------
@@ -108,18 +113,46 @@ class ContentStore(WrittenStore):
 
     def get_unit(self, unit_id: str) -> content_pb2.StoredUnit:
         """The stored unit, answers included. Raises :class:`UnknownUnit`."""
-        store = self.store
-        with store.read() as txn:
+        with self.store.read() as txn:
             self._check_generation(txn)
-            cached = self._cache.get(unit_id)
-            if cached is not None:
-                return cached
-            stored = get_msg(txn, store.db("units"), unit_id.encode(), content_pb2.StoredUnit)
+            return self._unit(txn, unit_id)
+
+    def answer_keys(self, unit_ids: Iterable[str]) -> dict[str, AnswerKey | UnknownUnit]:
+        """Each unit's decoded answer key, or :class:`UnknownUnit`, read in one transaction.
+
+        A key is decoded once per unit version and kept with the cached unit.
+        """
+        out: dict[str, AnswerKey | UnknownUnit] = {}
+        with self.store.read() as txn:
+            self._check_generation(txn)
+            keys = self._keys
+            for unit_id in unit_ids:
+                if unit_id in out:
+                    continue
+                key = keys.get(unit_id)
+                if key is None:
+                    try:
+                        key = AnswerKey.of(self._unit(txn, unit_id))
+                    except UnknownUnit as exc:
+                        out[unit_id] = exc
+                        continue
+                    if unit_id in self._cache:  # the key lives as long as its unit's entry
+                        keys[unit_id] = key
+                out[unit_id] = key
+        return out
+
+    def _unit(self, txn: Any, unit_id: str) -> content_pb2.StoredUnit:
+        cached = self._cache.get(unit_id)
+        if cached is not None:
+            return cached
+        stored = get_msg(txn, self.store.db("units"), unit_id.encode(), content_pb2.StoredUnit)
         if stored is None:
             raise UnknownUnit(f"no unit {unit_id!r}")
         if self._cache_size > 0:
             if len(self._cache) >= self._cache_size:
-                del self._cache[next(iter(self._cache))]  # oldest first
+                oldest = next(iter(self._cache))
+                del self._cache[oldest]
+                self._keys.pop(oldest, None)
             self._cache[unit_id] = stored
         return stored
 
@@ -180,6 +213,7 @@ class ContentStore(WrittenStore):
         generation = txn.get(_GENERATION, db=self.store.db("meta"))
         if generation != self._cache_generation:
             self._cache.clear()
+            self._keys.clear()
             self._cache_generation = generation
 
 

@@ -271,7 +271,7 @@ class Gateway(Lifecycle):
             lambda stub: stub.SubmitQuiz(request, timeout=self.config.submit_deadline_s),
             retry_unreachable=key is not None,
         )
-        return views.dumps(views.submission_view(reply))
+        return views.submission_body(reply)
 
     # -- content ----------------------------------------------------------------
 

@@ -44,6 +44,8 @@ log = logs.get_logger(__name__)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REQUEST_ID_HEADER = logs.REQUEST_ID_HEADER.encode()
+#: Label sets whose metrics an Edge keeps looked up.
+_MAX_METER_KEYS = 1024
 
 
 def _safe(text: str) -> str:
@@ -77,6 +79,7 @@ class Edge:
         self.max_concurrency = max_concurrency
         self.retry_after_s = retry_after_s
         self.in_flight = 0
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,9 +125,10 @@ class Edge:
             self.in_flight -= 1
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            metrics.REQUESTS.labels(scope["method"], template, str(status)).inc()
+            requests, latency = self._meters(scope["method"], template, status)
+            requests.inc()
             elapsed = time.perf_counter() - started
-            metrics.LATENCY.labels(scope["method"], template).observe(elapsed)
+            latency.observe(elapsed)
             log.info(
                 "http_request",
                 method=scope["method"],
@@ -133,6 +137,20 @@ class Edge:
                 ms=round(elapsed * 1000, 2),
             )
             logs.reset_request_id(token)
+
+    def _meters(self, method: str, template: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency histogram of these labels, looked up once
+        (a label lookup costs a lock and a tuple per request)."""
+        key = (method, template, status)
+        meters = self._children.get(key)
+        if meters is None:
+            meters = (
+                metrics.REQUESTS.labels(method, template, str(status)),
+                metrics.LATENCY.labels(method, template),
+            )
+            if len(self._children) < _MAX_METER_KEYS:  # methods come from clients: bounded
+                self._children[key] = meters
+        return meters
 
     def _capped(self, receive: Receive) -> Receive:
         """``receive`` with the body capped in size, and in time from the first read."""

@@ -17,8 +17,12 @@ a ``Response`` object per request):
 A cached unit read is shorter still: :class:`_Front`, the app's outermost
 layer, sends a fresh cached unit through the layers above the app's own
 :class:`~gateway.edge.Edge` (CORS grants, the error guard) and the Edge
-itself (request id, limits, metrics, log line), and nothing else; everything
-else goes down the whole middleware stack as before.
+itself (request id, limits, metrics, log line), and nothing else. A
+submission takes the same way, then the app's exception middleware (so
+that its errors get the same handlers), and then :func:`serve_submission`
+without the router; what that hands to the FastAPI route goes down the rest
+of the stack (the router) as it would have. Everything else goes down the
+whole middleware stack as before.
 
 Anything the fast path is not sure of (a malformed unit id, an over-long
 header, a body that is not a valid JSON submission, an odd content type) is
@@ -39,8 +43,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Match, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import models
 from gateway.caches import RawHeaders, etag_matches
@@ -61,6 +66,9 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 #: The longest ``If-None-Match`` accepted (the FastAPI route answers 422 beyond).
 MAX_IF_NONE_MATCH = 1024
 
+#: The bounds of :class:`~gateway.models.SubmissionRequest` (a test holds them equal).
+_MAX_ANSWERS = 200
+_MAX_ANSWER_ID = 100
 _SLUG = re.compile(models.SLUG_PATTERN.removeprefix("^").removesuffix("$"))
 _KEY = re.compile(IDEMPOTENCY_KEY_PATTERN.removeprefix("^").removesuffix("$"))
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode("latin-1")
@@ -173,9 +181,32 @@ def _answers(body: bytes) -> dict[str, str] | None:
     """The answers of a valid submission body, or None if the FastAPI route must judge it."""
     try:
         doc = json.loads(body)
+    except Exception:
+        return None
+    plain = _plain_answers(doc)
+    if plain is not None:
+        return plain
+    try:
         return models.SubmissionRequest.model_validate(doc).answers
     except Exception:
         return None
+
+
+def _plain_answers(doc: Any) -> dict[str, str] | None:
+    """``doc["answers"]`` when ``doc`` is plainly a valid :class:`~gateway.models.SubmissionRequest`
+    (only ``answers``: 1 to 200 pairs of ASCII ids of 1 to 100 characters), else None, and
+    the model judges it: every body this accepts, the model accepts alike."""
+    if type(doc) is not dict or len(doc) != 1:
+        return None
+    answers = doc.get("answers")
+    if type(answers) is not dict or not 1 <= len(answers) <= _MAX_ANSWERS:
+        return None
+    for qid, cid in answers.items():
+        if not (type(qid) is str and type(cid) is str and qid.isascii() and cid.isascii()):
+            return None
+        if not (0 < len(qid) <= _MAX_ANSWER_ID and 0 < len(cid) <= _MAX_ANSWER_ID):
+            return None
+    return answers
 
 
 def signed_path(scope: Scope) -> str:
@@ -188,6 +219,16 @@ def signed_path(scope: Scope) -> str:
 
 async def serve_submission(scope: Scope, receive: Receive, send: Send, fallback: APIRoute) -> None:
     """``POST /v1/units/{unit_id}/submissions``: check, authenticate, submit, reply."""
+    if scope.pop(_TO_FALLBACK, False):  # judged by the direct path already (see _Direct)
+        await _fall_back(scope, receive, send, fallback)
+        return
+    await _submission(scope, receive, send, lambda r: _fall_back(scope, r, send, fallback))
+
+
+async def _submission(
+    scope: Scope, receive: Receive, send: Send, fall_back: Callable[[Receive], Awaitable[None]]
+) -> None:
+    """The submission; ``fall_back(receive)`` hands it, unread, to the FastAPI route."""
     body = await _read_body(receive)
     unit_id: str = scope["path_params"]["unit_id"]
     key = _header(scope, _IDEMPOTENCY)
@@ -199,7 +240,7 @@ async def serve_submission(scope: Scope, receive: Receive, send: Send, fallback:
     ):
         answers = _answers(body)
     if answers is None:
-        await _fall_back(scope, _replaying(body, receive), send, fallback)
+        await fall_back(_replaying(body, receive))
         return
     gw = _gateway(scope)
     caller = await gw.authenticate(
@@ -214,8 +255,20 @@ async def serve_submission(scope: Scope, receive: Receive, send: Send, fallback:
 
 
 _UNITS_PREFIX = "/v1/units/"
-#: The scope key by which :class:`_Front` hands a cache hit through the Edge.
+_SUBMISSIONS_SUFFIX = "/submissions"
+#: The scope key by which :class:`_Front` hands a cache hit or a submission through the Edge.
 _HIT = "canistry.cached_unit"
+#: Set when the direct path hands a submission down the stack: the route falls back at once.
+_TO_FALLBACK = "canistry.submission_fallback"
+
+
+class _Submission:
+    """What :class:`_Front` found: a submission for this unit id."""
+
+    __slots__ = ("unit_id",)
+
+    def __init__(self, unit_id: str) -> None:
+        self.unit_id = unit_id
 
 
 class _Front:
@@ -228,10 +281,14 @@ class _Front:
     ``stack``.
     """
 
-    def __init__(self, stack: Any, hit: Any, route: FastRoute) -> None:
+    def __init__(
+        self, stack: Any, hit: Any, route: FastRoute, submit_route: FastRoute | None
+    ) -> None:
         self.stack = stack
         self.hit = hit
         self.route = route
+        self.submit_route = submit_route
+        """None: submissions go down the whole stack."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry = self._hit(scope) if scope["type"] == "http" else None
@@ -239,12 +296,20 @@ class _Front:
             await self.stack(scope, receive, send)
             return
         scope[_HIT] = entry
-        scope["route"] = self.route
+        scope["route"] = self.submit_route if isinstance(entry, _Submission) else self.route
         await self.hit(scope, receive, send)
 
     def _hit(self, scope: Scope) -> Any:
         path: str = scope["path"]
-        if scope["method"] != "GET" or not path.startswith(_UNITS_PREFIX) or scope.get("root_path"):
+        if not path.startswith(_UNITS_PREFIX) or scope.get("root_path"):
+            return None
+        method = scope["method"]
+        if method == "POST":
+            if self.submit_route is None or not path.endswith(_SUBMISSIONS_SUFFIX):
+                return None
+            unit_id = path[len(_UNITS_PREFIX) : -len(_SUBMISSIONS_SUFFIX)]
+            return _Submission(unit_id) if _SLUG.fullmatch(unit_id) else None
+        if method != "GET":
             return None
         unit_id = path[len(_UNITS_PREFIX) :]
         if not _SLUG.fullmatch(unit_id):
@@ -254,15 +319,24 @@ class _Front:
 
 
 class _Behind:
-    """Inside the Edge: sends what :class:`_Front` found, or goes on down the stack."""
+    """Inside the Edge: sends what :class:`_Front` found, or goes on down the stack.
+
+    ``submit`` (when the stack below the Edge starts with the exception
+    middleware) is that middleware's copy over :class:`_Direct`.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.submit: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry = scope.pop(_HIT, None)
         if entry is None:
             await self.app(scope, receive, send)
+            return
+        if isinstance(entry, _Submission):
+            scope["path_params"] = {"unit_id": entry.unit_id}
+            await self.submit(scope, receive, send)
             return
         if_none_match = _header(scope, b"if-none-match")
         if if_none_match is not None and len(if_none_match) > MAX_IF_NONE_MATCH:
@@ -271,6 +345,25 @@ class _Behind:
             await _send(send, 304, entry.not_modified_headers, b"")
         else:
             await _send(send, 200, entry.ok_headers, entry.body)
+
+
+class _Direct:
+    """A submission served without the router, below the exception middleware.
+
+    What the submission hands to the FastAPI route goes to ``below`` (the
+    stack under the exception middleware: the router), marked so that the
+    fast route passes it on at once.
+    """
+
+    def __init__(self, below: ASGIApp) -> None:
+        self.below = below
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def fall_back(replay: Receive) -> None:
+            scope[_TO_FALLBACK] = True
+            await self.below(scope, replay, send)
+
+        await _submission(scope, receive, send, fall_back)
 
 
 def _edge_in(stack: Any) -> tuple[list[Any], Edge] | None:
@@ -320,7 +413,13 @@ def install_fast_routes(app: FastAPI) -> None:
         if found is None:  # no Edge to send through: the routes alone serve
             return stack
         above, edge = found
-        edge.app = _Behind(edge.app)
-        return _Front(stack, _through(above, edge), fast[0])
+        behind = _Behind(edge.app)
+        submit_route: FastRoute | None = None
+        if isinstance(edge.app, ExceptionMiddleware):
+            handled = copy.copy(edge.app)
+            handled.app = _Direct(edge.app.app)
+            behind.submit, submit_route = handled, fast[1]
+        edge.app = behind
+        return _Front(stack, _through(above, edge), fast[0], submit_route)
 
     app.build_middleware_stack = build_with_front  # type: ignore[method-assign]

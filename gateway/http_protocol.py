@@ -15,7 +15,10 @@ headers or body, no cap on connections, and answers unparseable requests
   get ``431`` (the parser would read any amount), and the connection closes;
 - a connection cap: past ``max_connections`` open connections, a new one gets
   ``503`` with ``Retry-After`` and is closed;
-- malformed HTTP answered as a ``malformed-request`` problem document.
+- malformed HTTP answered as a ``malformed-request`` problem document;
+- one socket write per response: uvicorn writes a response's head and its
+  body separately, and :class:`_Corked` joins them (a send on loopback costs
+  as much as the rest of a cached read).
 
 uvicorn builds one protocol per connection by calling ``config.http``;
 :class:`ProtocolFactory` is that callable (picklable, for spawned workers).
@@ -84,6 +87,7 @@ class GatewayProtocol(HttpToolsProtocol):
             )
             return
         super().connection_made(transport)
+        self.transport = _Corked(transport, self.loop)  # type: ignore[assignment]
         self._arm(self.limits.header_timeout_s, self._headers_late)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -182,6 +186,63 @@ class GatewayProtocol(HttpToolsProtocol):
             self._arm(_LINGER_S, self.transport.close)
         else:
             self.transport.close()
+
+
+class _Corked:
+    """A transport whose writes wait for the next write or the end of this turn of the loop.
+
+    A write is held, and goes out joined with the next one (a response's
+    body after its head) or, at the latest, in a callback that runs after
+    whatever is ready now: the bytes and their order are unchanged, and no
+    write waits for anything but the loop. ``close``, ``write_eof`` and
+    ``set_protocol`` send what is held first; everything else is the
+    transport's own.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held = b""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            self._transport.write(held + bytes(data))
+        elif data:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            self._transport.write(held)
+
+    def writelines(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.flush()
+        self._transport.set_protocol(protocol)
+
+    def abort(self) -> None:
+        self._held = b""
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._held) + self._transport.get_write_buffer_size()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def raw_problem(

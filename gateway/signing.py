@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ _MAX_HEADER = 1024
 _B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 _TS = re.compile(r"[0-9]{1,16}")
 _FIELDS = ("key", "ts", "nonce", "sig")
+#: Signers remembered (their parsed key and principal), most recent first.
+_SIGNERS = 4096
 
 
 def b64url_encode(data: bytes) -> str:
@@ -156,10 +159,19 @@ def verify(
         )
     message = canonical_message(method, path, header.ts, header.nonce, body)
     try:
-        Ed25519PublicKey.from_public_bytes(header.public_key).verify(header.signature, message)
+        key, principal = _signer(header.public_key)
+        key.verify(header.signature, message)
     except (InvalidSignature, ValueError):
         raise BadSignature("the signature does not match this request and key") from None
-    return principal_of_key(header.public_key)
+    return principal
+
+
+@functools.lru_cache(maxsize=_SIGNERS)
+def _signer(public_key: bytes) -> tuple[Ed25519PublicKey, str]:
+    """The parsed key and the principal of a raw public key; a user signs every request
+    with the same key, so both are worked out once. Raises ValueError for a bad key
+    (not remembered)."""
+    return Ed25519PublicKey.from_public_bytes(public_key), principal_of_key(public_key)
 
 
 def last_accepted_ms(ts_ms: int, max_skew_ms: int) -> int:

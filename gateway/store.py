@@ -13,10 +13,12 @@ reach the map less a reserve: LMDB copies pages even to delete, so the
 sweeper needs free room to make room. Sweeps run in small transactions for
 the same reason.
 
-Durability: nonce commits are not fsynced (they are written to the file, so
-they survive a ``kill -9`` of any worker; only an OS crash could lose the
-last few, and those requests' timestamps expire within the skew window
-anyway). A stored reply is fsynced before it is answered (invariant 4).
+Durability: commits are not fsynced, so they run on the event loop (see
+:class:`~runtime.store.GroupCommitter`'s ``inline``). A nonce is written to
+the file, so it survives a ``kill -9`` of any worker; only an OS crash could
+lose the last few, and those requests' timestamps expire within the skew
+window anyway. A stored reply is fsynced, in a worker thread, before it is
+answered (invariant 4).
 """
 
 from __future__ import annotations
@@ -50,17 +52,23 @@ class GatewayStore(WrittenStore):
     """Open with ``async with GatewayStore(path) as store:`` (or ``start()``/``stop()``)."""
 
     def __init__(self, path: Path, *, map_size: int = 1 << 32, quota: int = 1000) -> None:
+        # Commits are not fsynced and every write here is a few puts: they run on the
+        # loop, not through a worker thread (two hand-offs per batch saved).
         super().__init__(
-            StoreConfig(path=path, databases=_DATABASES, map_size=map_size, durable=False)
+            StoreConfig(path=path, databases=_DATABASES, map_size=map_size, durable=False),
+            inline_commits=True,
         )
         self.path = path
         self.quota = quota
+        self._pages: int | None = None
+        """Pages in the map."""
 
     def _check_room(self, txn: lmdb.Transaction) -> None:
         """Raise :class:`StoreFull` when live pages leave less than the reserve free."""
         s = self.store
-        psize = s.env.stat()["psize"]
-        pages = s.config.map_size // psize
+        if self._pages is None:  # fixed for the store's life: looked up once
+            self._pages = s.config.map_size // s.env.stat()["psize"]
+        pages = self._pages
         live = 8  # meta pages, the main database, the freelist's own pages: a little slack
         for name in _DATABASES:
             st = txn.stat(s.db(name))

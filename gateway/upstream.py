@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from gateway import metrics
 from gateway.caches import TtlCache
-from gateway.channels import ChannelPool
+from gateway.channels import ChannelPool, shard_stub
 from gateway.config import GatewayConfig
 from gateway.errors import NotRegistered
 from protos import (
@@ -105,7 +105,7 @@ class Upstream:
         stub = self._shard_stubs.get(route)
         if stub is None:
             channel = self.channels.get(route.address, Role.SHARD, route.shard_id)
-            stub = self._shard_stubs[route] = shard_pb2_grpc.UserShardStub(channel)
+            stub = self._shard_stubs[route] = shard_stub(channel, route.shard_id)
         return stub
 
     async def _read(

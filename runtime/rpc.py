@@ -36,7 +36,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -66,12 +66,14 @@ __all__ = [
     "KEEPALIVE",
     "SHARD_HEADER",
     "Context",
+    "DirectStub",
     "Keepalive",
     "Server",
     "ServerConfig",
     "ServiceBinding",
     "make_anonymous_channel",
     "make_channel",
+    "outgoing_metadata",
     "rpc_errors",
     "wait_healthy",
 ]
@@ -485,12 +487,7 @@ class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
         details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        metadata = list(details.metadata or ())
-        rid = logs.current_request_id()
-        if rid is not None:
-            metadata.append((logs.REQUEST_ID_HEADER, rid))
-        if self._shard_id is not None:
-            metadata.append((SHARD_HEADER, self._shard_id))
+        metadata = outgoing_metadata(self._shard_id, details.metadata or ())
         new_details = grpc.aio.ClientCallDetails(
             method=details.method,
             timeout=details.timeout if details.timeout is not None else DEFAULT_DEADLINE_S,
@@ -501,6 +498,56 @@ class _ClientEdge(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(new_details, request)
 
 
+def outgoing_metadata(
+    shard_id: str | None, metadata: Iterable[tuple[str, Any]] = ()
+) -> list[tuple[str, Any]]:
+    """``metadata`` and what every call adds: the current request id, the target shard."""
+    out = list(metadata)
+    rid = logs.current_request_id()
+    if rid is not None:
+        out.append((logs.REQUEST_ID_HEADER, rid))
+    if shard_id is not None:
+        out.append((SHARD_HEADER, shard_id))
+    return out
+
+
+class DirectStub:
+    """A generated stub over a channel made with ``intercept=False``, whose calls carry
+    what :func:`make_channel`'s interceptor would add: :func:`outgoing_metadata` and
+    the default deadline.
+
+    An interceptor costs each call a task and a pass through grpc's
+    interceptor chain; a hot path (the gateway's shard calls) saves both.
+    Use it as the stub it wraps: ``DirectStub(FooStub(channel), shard_id).Bar(request,
+    timeout=1.0)``.
+    """
+
+    def __init__(self, stub: object, shard_id: str | None = None) -> None:
+        self._stub = stub
+        self._shard_id = shard_id
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._stub, name)
+        shard_id = self._shard_id
+
+        def call(
+            request: Any,
+            *,
+            timeout: float | None = None,
+            metadata: Iterable[tuple[str, Any]] = (),
+            **kwargs: Any,
+        ) -> Any:
+            return method(
+                request,
+                timeout=DEFAULT_DEADLINE_S if timeout is None else timeout,
+                metadata=outgoing_metadata(shard_id, metadata),
+                **kwargs,
+            )
+
+        self.__dict__[name] = call  # bound once per method
+        return call
+
+
 def make_channel(
     address: str,
     tls: TLSConfig | None = None,
@@ -508,6 +555,7 @@ def make_channel(
     server_role: Role | str | None = None,
     shard_id: str | None = None,
     keepalive: Keepalive = KEEPALIVE,
+    intercept: bool = True,
 ) -> grpc.aio.Channel:
     """A long-lived channel to ``address`` with request-id propagation and default deadlines.
 
@@ -517,11 +565,13 @@ def make_channel(
     talks to a hub, whatever listens at the address). Without ``tls`` it is
     plain text, which a cluster server refuses. ``shard_id`` names the shard
     every call on the channel is meant for (see :class:`Server`), and
-    ``keepalive`` must match the server's. Raises ``TLSError`` if the files
-    cannot be read.
+    ``keepalive`` must match the server's. With ``intercept=False`` the
+    channel adds nothing to calls, and its stubs must be wrapped in
+    :class:`DirectStub` (made with the same ``shard_id``), which does. Raises
+    ``TLSError`` if the files cannot be read.
     """
     options: list[tuple[str, Any]] = [*_CHANNEL_OPTIONS, *keepalive.client_options()]
-    interceptors = [_ClientEdge(shard_id)]
+    interceptors = [_ClientEdge(shard_id)] if intercept else []
     if tls is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
     m = tls.read()

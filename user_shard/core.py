@@ -36,10 +36,15 @@ from user_shard.validate import (
 )
 from user_shard.voting import VoteReporter
 
-__all__ = ["MAX_CENSUS", "Shard", "ShardCounters"]
+__all__ = ["BUSY_AT", "MAX_CENSUS", "Shard", "ShardCounters"]
 
 #: The most principals one Census call may name.
 MAX_CENSUS = 1000
+#: Submissions in progress from which grading lingers for company (see
+#: :class:`~user_shard.batching.VerifyBatcher`): below it a submission is graded at
+#: once, so a lightly loaded shard adds no latency; at it, each content call costs
+#: far more than each submission in it, and the linger is small beside their latency.
+BUSY_AT = 4
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ class Shard:
         self._submissions = 0
         self._replays = 0
         self._rewarded = 0
+        self._in_progress = 0
+        """Submissions between grading and their reply; at :data:`BUSY_AT` or more the
+        shard is busy, and grading lingers to share a content call."""
         self.votes = votes
         self._disabled: bool | None = None  # read from the store at first use
 
@@ -192,10 +200,16 @@ class Shard:
                 return replay(stored, fingerprint)
         user = self._user(request.principal)
         precheck(user, self.limits, self._clock())
-        verdict = await self.content.verify(request.unit_id, answers)
-        outcome = await self.store.record_submission(
-            principal, request.unit_id, verdict, self.limits, self._clock(), key, fingerprint
-        )
+        self._in_progress += 1
+        try:
+            verdict = await self.content.verify(
+                request.unit_id, answers, linger=self._in_progress >= BUSY_AT
+            )
+            outcome = await self.store.record_submission(
+                principal, request.unit_id, verdict, self.limits, self._clock(), key, fingerprint
+            )
+        finally:
+            self._in_progress -= 1
         self._submissions += 1
         if outcome.earned > 0:
             self._rewarded += 1

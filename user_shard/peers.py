@@ -38,10 +38,13 @@ class ContentClient:
         self._stub: content_pb2_grpc.ContentAsyncStub = content_pb2_grpc.ContentStub(self._channel)
         self.batcher = VerifyBatcher(self._send, max_batch=max_batch)
 
-    async def verify(self, unit_id: str, answers: dict[str, str]) -> Verdict:
+    async def verify(
+        self, unit_id: str, answers: dict[str, str], *, linger: bool = False
+    ) -> Verdict:
         """The grade. Raises UnknownUnit or InvalidArgument as content said, and
-        Unavailable when content cannot grade it now (down, slow or failing)."""
-        return await self.batcher.verify(unit_id, answers)
+        Unavailable when content cannot grade it now (down, slow or failing).
+        ``linger``: the shard is busy; see :class:`~user_shard.batching.VerifyBatcher`."""
+        return await self.batcher.verify(unit_id, answers, linger=linger)
 
     async def _send(self, items: Sequence[Item]) -> list[Verdict | CanistryError]:
         request = content_pb2.VerifyQuizBatchRequest(

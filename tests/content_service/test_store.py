@@ -1,4 +1,7 @@
+import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from content_service import (
     load_sample_pack,
     parse_pack,
 )
+from content_service.core import Content, Verdict
 from content_service.store import ContentStore
 from runtime.errors import BadContentPack, InvalidArgument, UnknownUnit
 from tests.content_service.helpers import dump, make_unit
@@ -126,3 +130,66 @@ async def test_offline_import_rejects_a_bad_pack_whole(tmp_path: Path) -> None:
     assert import_pack_file(data, bom).unchanged == 1
     n = len(parse_pack(load_sample_pack()))  # it also holds math-001 and math-002
     assert import_pack_text(data, load_sample_pack()) == ImportSummary(n - 2, 2, 0, n)
+
+
+async def test_grading_follows_an_import_that_changes_the_answer_key(tmp_path: Path) -> None:
+    """Decoded answer keys are cached per unit version: an import, here or by another
+    process writing the same file, must never leave grading on the old key."""
+    data = tmp_path / "content"
+    unit = make_unit("math-001", reward=50)
+    async with ContentStore(data) as store:
+        await apply(store, dump([unit]))
+        content = Content(store)
+        right = {"q1": "a", "q2": "a", "q3": "a"}
+        assert content.verify("math-001", right).result.score == 3  # key cached now
+        assert content.verify_batch([("math-001", right, "")])[0] == content.verify(
+            "math-001", right
+        )
+
+        for q in unit["quiz"]["questions"]:
+            q["answer"] = "b"
+        await apply(store, dump([unit]))  # through this store's own writer
+        verdict = content.verify("math-001", right)
+        assert (verdict.result.score, verdict.unit_version) == (0, 2)
+
+        unit["reward"] = 80
+        for q in unit["quiz"]["questions"]:
+            q["answer"] = "a"
+        offline = tmp_path / "pack.json"
+        offline.write_text(dump([unit]))
+        code = (
+            "import sys; from pathlib import Path;"
+            "from content_service import import_pack_file;"
+            "print(import_pack_file(Path(sys.argv[1]), Path(sys.argv[2])))"
+        )
+        proc = await asyncio.create_subprocess_exec(  # another writer of the same file
+            sys.executable, "-c", code, str(data), str(offline),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, err.decode()
+        assert b"changed=1" in out
+        [outcome] = content.verify_batch([("math-001", right, "r1")])
+        assert isinstance(outcome, Verdict)
+        assert (outcome.result.score, outcome.reward, outcome.unit_version) == (3, 80, 3)
+
+
+async def test_a_batch_reports_each_bad_item_alone(store: ContentStore) -> None:
+    await apply(store, dump([make_unit("math-001")]))
+    content = Content(store)
+    right = {"q1": "a", "q2": "a"}
+    outcomes = content.verify_batch(
+        [
+            ("math-001", right, ""),
+            ("nope-001", right, ""),
+            ("Bad Id", right, ""),
+            ("nope-001", right, ""),
+            ("math-001", {"q9": "a"}, ""),
+        ]
+    )
+    first, unknown, bad_id, unknown_again, bad_answer = outcomes
+    assert isinstance(first, Verdict) and first.result.passed
+    assert isinstance(unknown, UnknownUnit) and isinstance(unknown_again, UnknownUnit)
+    assert unknown is not unknown_again, "each item gets its own error"
+    assert isinstance(bad_id, InvalidArgument) and "unit_id must match" in bad_id.message
+    assert isinstance(bad_answer, InvalidArgument) and 'no question "q9"' in bad_answer.message

@@ -20,12 +20,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from pydantic import ValidationError
 
 from canistry.client import Identity
 from canistry.up import Cluster
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.fast_routes import FastRoute
+from gateway.fast_routes import _MAX_ANSWERS, FastRoute, _plain_answers
+from gateway.models import SubmissionRequest
 from gateway.server import protocol_factory
 from tests.polling import eventually
 
@@ -221,3 +223,42 @@ async def test_a_wrong_submission_gets_the_same_problem(
     fast, plain = await pair["fast"].post(path, **kw), await pair["plain"].post(path, **kw)
     assert fast.status_code == plain.status_code == 401
     assert problem(fast) == problem(plain)
+
+
+def test_the_plain_answers_check_accepts_only_what_the_model_accepts_alike() -> None:
+    """The fast path's check without pydantic: never looser than the model, same answers."""
+    ok = {"q1": "a"}
+    many = {f"q{i}": "a" for i in range(200)}
+    docs: list[Any] = [
+        {"answers": ok},
+        {"answers": many},
+        {"answers": {**many, "q200": "a"}},
+        {"answers": {"q" * 100: "c" * 100}},
+        {"answers": {"q" * 101: "a"}},
+        {"answers": {"q1": "c" * 101}},
+        {"answers": {}},
+        {"answers": {"": "a"}},
+        {"answers": {"q1": ""}},
+        {"answers": {"q1": 1}},
+        {"answers": {"q1": None}},
+        {"answers": {"q1": ["a"]}},
+        {"answers": {"q1": "é"}},
+        {"answers": {"q1": "\ud800"}},
+        {"answers": ok, "extra": 1},
+        {"answers": [["q1", "a"]]},
+        {"Answers": ok},
+        [ok],
+        "answers",
+        None,
+    ]
+    for doc in docs:
+        plain = _plain_answers(doc)
+        try:
+            model: dict[str, str] | None = SubmissionRequest.model_validate(doc).answers
+        except ValidationError:
+            model = None
+        if plain is not None:
+            assert plain == model, doc
+    assert _MAX_ANSWERS == SubmissionRequest.model_fields["answers"].metadata[1].max_length
+    assert _plain_answers({"answers": many}) == many
+    assert _plain_answers({"answers": {**many, "q200": "a"}}) is None

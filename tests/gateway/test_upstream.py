@@ -19,9 +19,17 @@ from protos import (
     shard_pb2,
     shard_pb2_grpc,
 )
+from runtime import logs
 from runtime.errors import PeerUnreachable, Unavailable, UnknownUser
 from runtime.net import free_port
-from runtime.rpc import Context, Server, ServerConfig, ServiceBinding
+from runtime.rpc import (
+    DEFAULT_DEADLINE_S,
+    SHARD_HEADER,
+    Context,
+    Server,
+    ServerConfig,
+    ServiceBinding,
+)
 from tests.tcpproxy import Proxy
 from user_shard.config import ShardConfig
 from user_shard.service import ShardService
@@ -47,10 +55,13 @@ class FakeRegistry(registry_pb2_grpc.RegistryServicer):
 class FakeShard(shard_pb2_grpc.UserShardServicer):
     def __init__(self, users: set[str]) -> None:
         self.users = users
+        self.seen: list[tuple[dict[str, str], float | None]] = []
+        """Each call's metadata and the time it had left."""
 
     async def GetUser(
         self, request: shard_pb2.GetUserRequest, context: Context
     ) -> shard_pb2.UserReply:
+        self.seen.append((dict(context.invocation_metadata() or ()), context.time_remaining()))
         if request.principal not in self.users:
             raise UnknownUser("not mine")
         return shard_pb2.UserReply(user=shard_pb2.UserRecord(principal=request.principal))
@@ -260,3 +271,32 @@ async def test_a_stale_route_never_acts_on_the_wrong_shard(tmp_path: Path) -> No
             assert reg_server.rpc_counts[LOOKUP] == 1
         finally:
             await upstream.close()
+
+
+async def test_shard_calls_carry_the_request_id_the_shard_and_a_deadline(world) -> None:  # type: ignore[no-untyped-def]
+    """Shard channels have no interceptor (a hot path): their stubs add what it would."""
+    registry, _, _, upstream = world
+    shard = FakeShard({"alice"})
+    server = _server("shard-c", shard)
+    await server.start()
+    try:
+        registry.routes["alice"] = Route("c", server.address)
+        token = logs.bind_request_id("trace-123")
+        try:
+            await upstream.on_shard("alice", _get("alice"))
+            await upstream.on_shard(
+                "alice", lambda stub: stub.GetUser(shard_pb2.GetUserRequest(principal="alice"))
+            )
+        finally:
+            logs.reset_request_id(token)
+        await upstream.on_shard("alice", _get("alice"))  # no request id bound: none sent
+    finally:
+        await server.stop()
+    (given, left), (default, default_left), (bare, _) = shard.seen
+    for metadata in (given, default):
+        assert metadata[logs.REQUEST_ID_HEADER] == "trace-123"
+        assert metadata[SHARD_HEADER] == "c"
+    assert logs.REQUEST_ID_HEADER not in bare and bare[SHARD_HEADER] == "c"
+    # gRPC rounds a deadline up a little on its way: compare with some slack.
+    assert left is not None and 0 < left < 2.5
+    assert default_left is not None and 2.5 < default_left < DEFAULT_DEADLINE_S + 1

@@ -162,3 +162,42 @@ async def test_each_item_carries_its_own_request_id() -> None:
     await asyncio.gather(*(as_request(f"req-{i}", f"u{i}") for i in range(5)))
     assert sorted(grader.request_ids) == [f"req-{i}" for i in range(5)]
     assert len(grader.batches) < 5, "they shared calls, each keeping its id"
+
+
+async def test_a_busy_shard_lingers_for_company_and_an_idle_one_does_not() -> None:
+    grader = Grader()
+    grader.gate.set()
+    batcher = VerifyBatcher(grader, max_batch=100, linger_s=0.05)
+    lingering = [asyncio.create_task(batcher.verify(f"l{i}", {}, linger=True)) for i in range(3)]
+    await settle()
+    assert grader.batches == [], "busy: the first waits for company instead of going alone"
+    await asyncio.wait_for(asyncio.gather(*lingering), timeout=10)
+    assert grader.batches == [["l0", "l1", "l2"]]
+
+    # A caller that does not linger (the shard is not busy) never waits for the timer,
+    # and takes along whoever lingers.
+    early = asyncio.create_task(batcher.verify("early", {}, linger=True))
+    await settle()
+    assert len(grader.batches) == 1
+    now = asyncio.create_task(batcher.verify("now", {}))
+    await settle()
+    assert grader.batches[1] == ["early", "now"]
+    await asyncio.gather(early, now)
+
+
+async def test_a_lingering_batcher_still_sends_a_full_batch_at_once_and_fails_it_whole() -> None:
+    grader = Grader()
+    grader.fail = Unavailable("content is down")
+    batcher = VerifyBatcher(grader, max_batch=3, linger_s=30)
+    calls = [asyncio.create_task(batcher.verify(f"u{i}", {}, linger=True)) for i in range(3)]
+    await settle()
+    assert grader.batches == [["u0", "u1", "u2"]], "full: no linger"
+    grader.gate.set()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, Unavailable) for r in results)
+    late = asyncio.create_task(batcher.verify("late", {}, linger=True))
+    await settle()
+    await batcher.close()  # the linger timer goes with it: nobody waits 30 s
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert len(grader.batches) == 1

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 
 from protos import shard_pb2
@@ -81,3 +83,13 @@ def test_a_repeat_pass_earns_nothing_and_is_not_a_first_completion() -> None:
     assert (again.reply.reward, again.reply.first_completion) == (0, False)
     assert again.reply.balance == 100 and list(user.completed_units) == ["u1"]
     assert ledger.rewarded_submissions == 1
+
+
+def test_utc_day_is_right_around_midnight_in_any_order() -> None:
+    """utc_day remembers the last day it formatted; a fake clock may go anywhere."""
+    midnight = 1_700_006_400_000  # 2023-11-15T00:00:00Z
+    instants = [midnight - 1, midnight, midnight + 1, midnight - 1, midnight + 86_399_999]
+    instants += [midnight + 86_400_000, 0, -1, midnight, 253_402_300_799_999]
+    for ms in instants:
+        expected = datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+        assert utc_day(ms) == expected, ms
