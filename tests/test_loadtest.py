@@ -8,6 +8,7 @@ and keep going. Real processes are in tests/integration/test_loadtest.py.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
@@ -95,6 +96,19 @@ def test_config_refuses_what_cannot_work(fields: dict[str, Any], message: str) -
     base: dict[str, Any] = {"gateway": "http://127.0.0.1:8080", "users": 1, "duration_s": 1.0}
     with pytest.raises(ConfigError, match=re.escape(message)):
         LoadTestConfig(**{**base, **fields})
+
+
+def test_a_plot_without_matplotlib_is_refused_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image and a plain install have no matplotlib: say so before any load, not after."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name)
+    )
+    with pytest.raises(ConfigError, match=re.escape("pip install 'canistry[loadtest]'")):
+        LoadTestConfig("http://127.0.0.1:8080", users=1, duration_s=1, plot=tmp_path / "p.png")
+    LoadTestConfig("http://127.0.0.1:8080", users=1, duration_s=1, report=tmp_path / "r.json")
 
 
 def test_allow_remote_lets_a_remote_gateway_through() -> None:

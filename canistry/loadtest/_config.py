@@ -8,6 +8,7 @@ today may not tomorrow), so only ``localhost`` and loopback addresses pass.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,8 @@ class LoadTestConfig:
         for flag, path in (("--report", self.report), ("--plot", self.plot)):
             if path is not None and not path.parent.is_dir():
                 raise ConfigError(f"{flag}: no directory {path.parent} to write it in")
+        if self.plot is not None and importlib.util.find_spec("matplotlib") is None:
+            raise ConfigError("--plot needs matplotlib: pip install 'canistry[loadtest]'")
         if self.data_dir is not None and not (self.data_dir / "cluster.json").is_file():
             raise ConfigError(f"--data-dir {self.data_dir}: no cluster.json (not a cluster's data)")
 
