@@ -98,6 +98,9 @@ async def test_backup_under_load_restores_users_balances_and_treasury(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "backed up" in result.stdout
+    # No user acts now, but the hub may still be starting a shard for the last sign-ups,
+    # and a new shard's allowance grant lands before or after the copy.
+    treasury_after = await direct.treasury()
 
     cluster.stop()
     shutil.rmtree(cluster.config.data_dir)  # the machine is gone; only the copies remain
@@ -109,7 +112,8 @@ async def test_backup_under_load_restores_users_balances_and_treasury(
         await poll(lambda: _user_state(copy, everyone), timeout_s=60, ignore=(Unavailable,))
         assert await _user_state(copy, everyone) == final
         t = await copy.treasury()
-        assert (t.total_granted, t.cap) == (treasury_final.total_granted, treasury_final.cap)
+        assert t.cap == treasury_final.cap
+        assert treasury_final.total_granted <= t.total_granted <= treasury_after.total_granted
         await copy.assert_accounts_balance()
     finally:
         restored.stop()
