@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -15,10 +14,9 @@ from pathlib import Path
 
 from canistry.progress import Progress
 from hub.backoff import Backoff
+from runtime.parent_watch import PARENT_ENV
 
 __all__ = ["Child", "ChildFailed", "restart_exited", "serve_argv"]
-
-_PR_SET_PDEATHSIG = 1
 
 
 def core_backoff() -> Backoff:
@@ -38,13 +36,6 @@ class ChildFailed(RuntimeError):
 
 def serve_argv(service: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "canistry", "serve", service, *args]
-
-
-def _die_with_parent() -> None:
-    # The core services belong to `canistry up`: if it is killed outright they
-    # must not linger holding the cluster's ports. (Shards are the hub's.)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -74,13 +65,16 @@ class Child:
             if self.log_file is not None:
                 self.log_file.parent.mkdir(parents=True, exist_ok=True)
                 log = stack.enter_context(open(self.log_file, "ab"))
+            # The core services belong to this process: if it is killed outright they
+            # must not linger holding the cluster's ports; each dies with it
+            # (runtime.parent_watch). (Shards are the hub's.)
             self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                env={**os.environ, PARENT_ENV: str(os.getpid())},
             )
         self.started_at = time.monotonic()
 

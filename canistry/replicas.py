@@ -23,7 +23,7 @@ import argparse
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from canistry.children import Child, ChildFailed, restart_exited, serve_argv
@@ -90,11 +90,12 @@ def run_replicas(args: argparse.Namespace, count: int, *, stall_s: float = 60.0)
     elif args.sample:
         import_pack_text(args.data_dir, load_sample_pack())
 
-    stop = threading.Event()
+    # A list, not a threading.Event: the handler runs on this thread, maybe inside
+    # Event.wait, which holds the lock Event.set would take (canistry up hung on it).
+    stop: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        stop.append(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
@@ -104,7 +105,7 @@ def run_replicas(args: argparse.Namespace, count: int, *, stall_s: float = 60.0)
         children.append(Child(f"content-{k}", replica_argv(args, k, ready), ready, None))
     try:
         for child in children:
-            if stop.is_set():
+            if stop:
                 return 0
             child.start()
             address = child.wait_ready(stall_s)
@@ -115,8 +116,11 @@ def run_replicas(args: argparse.Namespace, count: int, *, stall_s: float = 60.0)
         def say(text: str) -> None:
             log.warning("content_replica_exited", detail=text)
 
-        while not stop.wait(0.2):
-            restart_exited(children, say)
+        while not stop:
+            time.sleep(0.2)  # the handler runs at once; the loop sees it within 0.2 s
+            if not stop:
+                restart_exited(children, say)
+        log.info("stopping", signal=signal.Signals(stop[0]).name)
     except ChildFailed as exc:
         print(f"canistry serve content: {exc}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from canistry.replicas import parse_replicas, run_replicas
 from runtime import logs
 from runtime.files import write_atomically
 from runtime.metrics import ADDRESS_FILE, MetricsServer, register_figures
+from runtime.parent_watch import PARENT_ENV, die_with_parent
 from runtime.process import run_until_signalled
 from runtime.rpc import ServerConfig
 from runtime.tls import Identity, Role, TLSConfig, TLSError
@@ -267,6 +268,9 @@ def _run_gateway(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     name = args.shard_id if args.service == "shard" else args.service
     logs.configure(_per_replica(name, _replica(args)), level=args.log_level)
+    parent = os.environ.pop(PARENT_ENV, "")  # a supervisor's child dies with it
+    if parent.isdigit():
+        die_with_parent(int(parent))
     args.data_dir.mkdir(parents=True, exist_ok=True)
     if args.service == "gateway":
         return _run_gateway(args)

@@ -25,7 +25,7 @@ import fcntl
 import os
 import signal
 import sys
-import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -416,15 +416,15 @@ async def _count_serving(shards: list[tuple[str, str]], tls: TLSConfig) -> int:
 
 def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
     cluster = Cluster(config, out)
-    stopping = threading.Event()
+    # A plain counter, not a threading.Event: the handler runs on the main thread,
+    # between two bytecodes of whatever it was doing, and Event.set takes a lock
+    # that Event.wait in that very thread may hold (it hung `up` for good once).
     signals = 0
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal signals
         signals += 1
-        if signals == 1:
-            stopping.set()
-        else:
+        if signals > 1:
             cluster.say("canistry: second signal, killing everything now")
             cluster.kill()
             os._exit(128 + signum)
@@ -450,8 +450,10 @@ def run_up(config: UpConfig, out: TextIO = sys.stdout) -> int:
         cluster.say(
             f"canistry: `canistry status --data-dir {config.data_dir}` shows it; Ctrl-C stops it."
         )
-        while not stopping.wait(0.25):
-            cluster.supervise_once()
+        while not signals:
+            time.sleep(0.25)  # the handler runs at once; the loop sees it within 0.25 s
+            if not signals:
+                cluster.supervise_once()
         cluster.say("canistry: stopping")
         cluster.stop()
         return 0

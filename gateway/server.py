@@ -4,7 +4,7 @@
 requests (``grace_s``); a second SIGINT exits at once. With ``workers > 1``
 the parent binds the socket, starts the workers (uvicorn's supervisor
 restarts one that dies; a worker exits if the supervisor dies, see
-:mod:`gateway.parent_watch`), and points Prometheus at a shared directory so that
+:mod:`runtime.parent_watch`), and points Prometheus at a shared directory so that
 ``/metrics`` on any worker shows them all. Workers share nonces and
 idempotent replies through the gateway's LMDB.
 """
@@ -27,9 +27,9 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.http_protocol import ProtocolFactory
 from gateway.metrics import MULTIPROC_ENV
-from gateway.parent_watch import die_with_parent
 from runtime import logs
 from runtime.files import write_atomically
+from runtime.parent_watch import die_with_parent
 
 __all__ = ["protocol_factory", "run_gateway", "uvicorn_config"]
 

@@ -160,3 +160,17 @@ def test_replicas_must_be_a_count_or_auto(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "must be in 1..64 or 'auto'" in done.stderr
+
+
+async def test_replicas_die_with_their_parent_killed_outright(
+    replicas: tuple[subprocess.Popen[bytes], Path, str, TLSConfig], tmp_path: Path
+) -> None:
+    """No preexec hook: each child asks for SIGTERM at its parent's death itself."""
+    parent, data, _address, _operator = replicas
+    ready = tmp_path / "ready"
+    await eventually(lambda: ready.exists() or parent.poll() is not None, 60, "ready")
+    pids = [_pid(data, k) for k in (1, 2)]
+    assert all(map(_alive, pids))
+    parent.kill()
+    parent.wait(10)
+    await eventually(lambda: not any(map(_alive, pids)), 30, f"replicas {pids} to exit")

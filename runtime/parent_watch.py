@@ -1,11 +1,17 @@
-"""Make a gateway worker exit when the process that started it dies.
+"""Make a child process exit when the process that started it dies.
 
-uvicorn's supervisor restarts and stops its workers, but if it is killed
-outright (SIGKILL, OOM) its workers are reparented to init and go on serving
-the port, where nothing will ever stop them. :func:`die_with_parent` asks
-Linux to send SIGTERM when the parent dies (``PR_SET_PDEATHSIG``), and, as a
-fallback where that is unavailable, watches ``os.getppid()`` from a daemon
-thread. SIGTERM is uvicorn's graceful stop: in-flight requests drain first.
+A supervisor (``canistry up``, uvicorn's for gateway workers) restarts and
+stops its children, but if it is killed outright (SIGKILL, OOM) they are
+reparented to init and go on holding their ports, where nothing will ever
+stop them. :func:`die_with_parent` asks Linux to send SIGTERM when the
+parent dies (``PR_SET_PDEATHSIG``), and, as a fallback where that is
+unavailable, watches ``os.getppid()`` from a daemon thread. SIGTERM is every
+service's graceful stop: calls in flight drain first.
+
+The child calls it itself, early. A ``preexec_fn`` doing the same would run
+Python between ``fork`` and ``exec`` in a parent with threads (gRPC's), which
+can deadlock the child, and with it the parent waiting for its ``exec``.
+:data:`PARENT_ENV` is how a supervisor names itself to a ``canistry serve`` child.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import time
 
 from runtime import logs
 
-__all__ = ["die_with_parent"]
+__all__ = ["PARENT_ENV", "die_with_parent"]
 
 log = logs.get_logger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+#: The environment variable holding the pid of the supervisor a child must die with.
+PARENT_ENV = "CANISTRY_PARENT_PID"
 
 
 def die_with_parent(parent_pid: int, *, poll_s: float = 0.5) -> None:
@@ -60,5 +68,5 @@ def _watch(parent_pid: int, poll_s: float) -> None:
 
 
 def _orphaned(parent_pid: int) -> None:
-    log.warning("gateway_parent_gone", parent=parent_pid)
+    log.warning("parent_gone", parent=parent_pid)
     os.kill(os.getpid(), signal.SIGTERM)
