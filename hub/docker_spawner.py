@@ -59,7 +59,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from hub.spawner import ShardTemplate, shard_tls_dir
 from protos import hub_pb2
@@ -77,6 +77,7 @@ __all__ = [
     "DockerSpawner",
     "EngineError",
     "ShardStartFailed",
+    "engine_env",
     "make_docker_spawner",
     "pin_image",
     "resolve_template",
@@ -153,14 +154,29 @@ class DockerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DockerSettings:
-        """The settings from ``CANISTRY_*`` variables (the one place they are read)."""
-        env = os.environ if env is None else env
-        return cls(
-            image=env.get("CANISTRY_SHARD_IMAGE", ""),
-            network=env.get("CANISTRY_DOCKER_NETWORK", ""),
-            cluster_id=env.get("CANISTRY_CLUSTER_ID", "canistry"),
-            hub_address=env.get("CANISTRY_HUB_ADDRESS", "hub:7000"),
-        )
+        """The settings from ``CANISTRY_*`` variables (:func:`engine_env`)."""
+        return cls(**engine_env(env))
+
+
+class EngineEnv(TypedDict):
+    """The settings a docker or swarm hub takes from its environment."""
+
+    image: str
+    network: str
+    cluster_id: str
+    hub_address: str
+
+
+def engine_env(env: Mapping[str, str] | None = None) -> EngineEnv:
+    """What a docker or swarm hub reads from its environment (docker-compose and the
+    stack file set it): the one place these ``CANISTRY_*`` variables are read."""
+    env = os.environ if env is None else env
+    return {
+        "image": env.get("CANISTRY_SHARD_IMAGE", ""),
+        "network": env.get("CANISTRY_DOCKER_NETWORK", ""),
+        "cluster_id": env.get("CANISTRY_CLUSTER_ID", "canistry"),
+        "hub_address": env.get("CANISTRY_HUB_ADDRESS", "hub:7000"),
+    }
 
 
 def pin_image(settings: DockerSettings) -> str:

@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -60,6 +59,7 @@ from hub.docker_spawner import (
     ShardStartFailed,
     _engine_errors,
     engine_client,
+    engine_env,
 )
 from hub.spawner import ShardTemplate, shard_tls_dir
 from protos import hub_pb2
@@ -122,13 +122,8 @@ class SwarmSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SwarmSettings:
-        env = os.environ if env is None else env
-        return cls(
-            image=env.get("CANISTRY_SHARD_IMAGE", ""),
-            network=env.get("CANISTRY_DOCKER_NETWORK", ""),
-            cluster_id=env.get("CANISTRY_CLUSTER_ID", "canistry"),
-            hub_address=env.get("CANISTRY_HUB_ADDRESS", "hub:7000"),
-        )
+        """The settings from the same ``CANISTRY_*`` variables as docker's (:func:`engine_env`)."""
+        return cls(**engine_env(env))
 
 
 def repository_of(image: str) -> str:

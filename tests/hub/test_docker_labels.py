@@ -56,3 +56,13 @@ def test_shard_labels_carry_the_compose_labels_and_its_own() -> None:
     labels = spawner.labels(hub_pb2.ShardRecord(shard_id="shard-0001"))
     assert labels["com.docker.compose.oneoff"] == "True"
     assert labels[LABEL_SHARD] == "shard-0001" and labels[LABEL_CLUSTER] == "canistry"
+
+
+def test_docker_and_swarm_hubs_read_the_same_environment() -> None:
+    from hub.swarm_spawner import SwarmSettings
+
+    env = {"CANISTRY_SHARD_IMAGE": "r/c:1", "CANISTRY_DOCKER_NETWORK": "net",
+           "CANISTRY_CLUSTER_ID": "k", "CANISTRY_HUB_ADDRESS": "hub:7001"}  # fmt: skip
+    for s in (DockerSettings.from_env(env), SwarmSettings.from_env(env)):
+        got = (s.image, s.network, s.cluster_id, s.hub_address)
+        assert got == ("r/c:1", "net", "k", "hub:7001")
