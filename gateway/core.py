@@ -266,11 +266,7 @@ class Gateway(Lifecycle):
             answers=dict(answers),
             idempotency_key=idempotency.check_key(key) if key is not None else "",
         )
-        reply, _ = await self.upstream.on_shard(
-            principal,
-            lambda stub: stub.SubmitQuiz(request, timeout=self.config.submit_deadline_s),
-            retry_unreachable=key is not None,
-        )
+        reply = await self.upstream.submit(principal, request, retry_unreachable=key is not None)
         return views.submission_body(reply)
 
     # -- content ----------------------------------------------------------------

@@ -27,6 +27,7 @@ __all__ = [
     "LATENCY",
     "REQUESTS",
     "ROUTE_RETRIES",
+    "SUBMISSION_BATCH",
     "UPSTREAM_ERRORS",
     "render",
 ]
@@ -56,6 +57,12 @@ ROUTE_RETRIES = Counter(
     "canistry_gateway_route_retries_total",
     "Shard calls retried after a route refresh, by reason",
     ["reason"],
+)
+
+SUBMISSION_BATCH = Histogram(
+    "canistry_gateway_submission_batch_size",
+    "Submissions per call to a shard (merged while the shard's previous call runs)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 
 

@@ -30,6 +30,7 @@ from gateway.caches import TtlCache
 from gateway.channels import ChannelPool, shard_stub
 from gateway.config import GatewayConfig
 from gateway.errors import NotRegistered
+from gateway.submissions import ShardSubmissions
 from protos import (
     content_pb2,
     content_pb2_grpc,
@@ -91,8 +92,12 @@ class Upstream:
         )
         self._deadline = config.rpc_deadline_s
         self._shard_stubs: dict[Route, shard_pb2_grpc.UserShardAsyncStub] = {}
+        self._submissions: dict[Route, ShardSubmissions] = {}
 
     async def close(self) -> None:
+        submissions, self._submissions = list(self._submissions.values()), {}
+        for s in submissions:
+            await s.close()
         self._shard_stubs.clear()
         await self.channels.close()
 
@@ -107,6 +112,15 @@ class Upstream:
             channel = self.channels.get(route.address, Role.SHARD, route.shard_id)
             stub = self._shard_stubs[route] = shard_stub(channel, route.shard_id)
         return stub
+
+    def submissions(self, route: Route) -> ShardSubmissions:
+        """Submissions to ``route``'s shard, merged into batched calls (one per route)."""
+        found = self._submissions.get(route)
+        if found is None:
+            found = self._submissions[route] = ShardSubmissions(
+                self.shard(route), route.shard_id, deadline_s=self.config.submit_deadline_s
+            )
+        return found
 
     async def _read(
         self, peer: str, call: Callable[[float], Awaitable[T]], timeout_s: float | None = None
@@ -176,12 +190,40 @@ class Upstream:
         the work. Raises :class:`NotRegistered` when the shard does not know
         the principal even after a refresh.
         """
+        return await self.on_route(
+            principal,
+            lambda r: call(self.shard(r)),
+            route=route,
+            retry_unreachable=retry_unreachable,
+        )
+
+    async def submit(
+        self, principal: str, request: shard_pb2.SubmitQuizRequest, *, retry_unreachable: bool
+    ) -> shard_pb2.SubmitQuizReply:
+        """``request`` on the principal's shard, in a batch with others bound there
+        (:mod:`gateway.submissions`); the rules of :meth:`on_shard`."""
+        reply, _ = await self.on_route(
+            principal,
+            lambda route: self.submissions(route).submit(request),
+            retry_unreachable=retry_unreachable,
+        )
+        return reply
+
+    async def on_route(
+        self,
+        principal: str,
+        call: Callable[[Route], Awaitable[T]],
+        *,
+        route: Route | None = None,
+        retry_unreachable: bool = True,
+    ) -> tuple[T, Route]:
+        """:meth:`on_shard` with ``call`` given the route, not its stub."""
         from_cache = False
         if route is None:
             route, from_cache = await self.lookup(principal)
         try:
             async with _peer(route.shard_id):
-                return await call(self.shard(route)), route
+                return await call(route), route
         except (UnknownUser, WrongShard) as exc:
             if not from_cache:
                 raise _not_registered(principal, exc) from None
@@ -196,7 +238,7 @@ class Upstream:
         route, _ = await self.lookup(principal, fresh=True)
         try:
             async with _peer(route.shard_id):
-                return await call(self.shard(route)), route
+                return await call(route), route
         except (UnknownUser, WrongShard) as exc:
             raise _not_registered(principal, exc) from None
 

@@ -56,6 +56,11 @@ class UserShardStub:
                 request_serializer=protos_dot_shard__pb2.SubmitQuizRequest.SerializeToString,
                 response_deserializer=protos_dot_shard__pb2.SubmitQuizReply.FromString,
                 _registered_method=True)
+        self.SubmitQuizBatch = channel.unary_unary(
+                '/canistry.shard.v1.UserShard/SubmitQuizBatch',
+                request_serializer=protos_dot_shard__pb2.SubmitQuizBatchRequest.SerializeToString,
+                response_deserializer=protos_dot_shard__pb2.SubmitQuizBatchReply.FromString,
+                _registered_method=True)
         self.GetBalance = channel.unary_unary(
                 '/canistry.shard.v1.UserShard/GetBalance',
                 request_serializer=protos_dot_shard__pb2.GetBalanceRequest.SerializeToString,
@@ -109,6 +114,15 @@ class UserShardServicer:
 
     def SubmitQuiz(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitQuizBatch(self, request, context):
+        """Many submissions in one call, each handled exactly as SubmitQuiz would
+        handle it alone, with its own reply or error. The gateway merges
+        concurrent submissions to one shard into these.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -171,6 +185,11 @@ def add_UserShardServicer_to_server(servicer, server):
                     servicer.SubmitQuiz,
                     request_deserializer=protos_dot_shard__pb2.SubmitQuizRequest.FromString,
                     response_serializer=protos_dot_shard__pb2.SubmitQuizReply.SerializeToString,
+            ),
+            'SubmitQuizBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitQuizBatch,
+                    request_deserializer=protos_dot_shard__pb2.SubmitQuizBatchRequest.FromString,
+                    response_serializer=protos_dot_shard__pb2.SubmitQuizBatchReply.SerializeToString,
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
@@ -308,6 +327,33 @@ class UserShard:
             '/canistry.shard.v1.UserShard/SubmitQuiz',
             protos_dot_shard__pb2.SubmitQuizRequest.SerializeToString,
             protos_dot_shard__pb2.SubmitQuizReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitQuizBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/canistry.shard.v1.UserShard/SubmitQuizBatch',
+            protos_dot_shard__pb2.SubmitQuizBatchRequest.SerializeToString,
+            protos_dot_shard__pb2.SubmitQuizBatchReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,11 @@ class UserShardStub:
     GetUser: _grpc.UnaryUnaryMultiCallable[_shard_pb2.GetUserRequest, _shard_pb2.UserReply]
     UpdateProfile: _grpc.UnaryUnaryMultiCallable[_shard_pb2.UpdateProfileRequest, _shard_pb2.UserReply]
     SubmitQuiz: _grpc.UnaryUnaryMultiCallable[_shard_pb2.SubmitQuizRequest, _shard_pb2.SubmitQuizReply]
+    SubmitQuizBatch: _grpc.UnaryUnaryMultiCallable[_shard_pb2.SubmitQuizBatchRequest, _shard_pb2.SubmitQuizBatchReply]
+    """Many submissions in one call, each handled exactly as SubmitQuiz would
+    handle it alone, with its own reply or error. The gateway merges
+    concurrent submissions to one shard into these.
+    """
     GetBalance: _grpc.UnaryUnaryMultiCallable[_shard_pb2.GetBalanceRequest, _shard_pb2.Balance]
     GetShardStatus: _grpc.UnaryUnaryMultiCallable[_shard_pb2.GetShardStatusRequest, _shard_pb2.ShardStatus]
     Census: _grpc.UnaryUnaryMultiCallable[_shard_pb2.CensusRequest, _shard_pb2.CensusReply]
@@ -67,6 +72,11 @@ class UserShardAsyncStub(UserShardStub):
     GetUser: _aio.UnaryUnaryMultiCallable[_shard_pb2.GetUserRequest, _shard_pb2.UserReply]  # type: ignore[assignment]
     UpdateProfile: _aio.UnaryUnaryMultiCallable[_shard_pb2.UpdateProfileRequest, _shard_pb2.UserReply]  # type: ignore[assignment]
     SubmitQuiz: _aio.UnaryUnaryMultiCallable[_shard_pb2.SubmitQuizRequest, _shard_pb2.SubmitQuizReply]  # type: ignore[assignment]
+    SubmitQuizBatch: _aio.UnaryUnaryMultiCallable[_shard_pb2.SubmitQuizBatchRequest, _shard_pb2.SubmitQuizBatchReply]  # type: ignore[assignment]
+    """Many submissions in one call, each handled exactly as SubmitQuiz would
+    handle it alone, with its own reply or error. The gateway merges
+    concurrent submissions to one shard into these.
+    """
     GetBalance: _aio.UnaryUnaryMultiCallable[_shard_pb2.GetBalanceRequest, _shard_pb2.Balance]  # type: ignore[assignment]
     GetShardStatus: _aio.UnaryUnaryMultiCallable[_shard_pb2.GetShardStatusRequest, _shard_pb2.ShardStatus]  # type: ignore[assignment]
     Census: _aio.UnaryUnaryMultiCallable[_shard_pb2.CensusRequest, _shard_pb2.CensusReply]  # type: ignore[assignment]
@@ -115,6 +125,17 @@ class UserShardServicer(metaclass=_abc_1.ABCMeta):
         request: _shard_pb2.SubmitQuizRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_shard_pb2.SubmitQuizReply, _abc.Awaitable[_shard_pb2.SubmitQuizReply]]: ...
+
+    @_abc_1.abstractmethod
+    def SubmitQuizBatch(
+        self,
+        request: _shard_pb2.SubmitQuizBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shard_pb2.SubmitQuizBatchReply, _abc.Awaitable[_shard_pb2.SubmitQuizBatchReply]]:
+        """Many submissions in one call, each handled exactly as SubmitQuiz would
+        handle it alone, with its own reply or error. The gateway merges
+        concurrent submissions to one shard into these.
+        """
 
     @_abc_1.abstractmethod
     def GetBalance(

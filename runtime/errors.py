@@ -63,8 +63,10 @@ __all__ = [
     "UnknownUnit",
     "UnknownUser",
     "WrongShard",
+    "answered",
     "from_code",
     "from_rpc_error",
+    "remote_error",
 ]
 
 #: Trailing-metadata key that carries the stable error code across a hop.
@@ -216,6 +218,21 @@ def from_code(code: str, message: str) -> CanistryError:
     such as one item of a batch.
     """
     return _BY_CODE.get(code, CanistryError)(message)
+
+
+def remote_error(code: str, message: str) -> CanistryError:
+    """:func:`from_code` for an error a peer reported, as its caller must see it.
+
+    A peer that reports *its* peer unreachable did answer: that arrives as
+    plain :class:`Unavailable`, so that only the hop that failed to connect
+    sees :class:`PeerUnreachable` (and retries elsewhere).
+    """
+    return answered(from_code(code, message))
+
+
+def answered(error: CanistryError) -> CanistryError:
+    """``error`` as reported by a peer that answered (see :func:`remote_error`)."""
+    return Unavailable(error.message) if isinstance(error, PeerUnreachable) else error
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> CanistryError:

@@ -55,6 +55,7 @@ from runtime.errors import (
     PeerUnreachable,
     Unavailable,
     WrongShard,
+    answered,
     from_rpc_error,
 )
 from runtime.lifecycle import Lifecycle
@@ -625,10 +626,7 @@ async def rpc_errors(peer: str) -> AsyncIterator[None]:
             # The server cancelled it while shutting down (a drain, a restart): it may
             # have run, so not PeerUnreachable, but worth another try, not a 500.
             raise Unavailable(f"{peer} is restarting; try again") from exc
-        error = from_rpc_error(exc)
-        if isinstance(error, PeerUnreachable):
-            error = Unavailable(error.message)
-        raise error from exc
+        raise answered(from_rpc_error(exc)) from exc
 
 
 def _has_trailer(exc: grpc.aio.AioRpcError) -> bool:

@@ -8,13 +8,16 @@ from ``runtime.errors``; nothing here sees gRPC.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from canistry import __version__
 from protos import shard_pb2
+from runtime import logs
 from runtime.errors import (
+    CanistryError,
     InvalidArgument,
     ProposalDecided,
     ShardDisabled,
@@ -36,10 +39,14 @@ from user_shard.validate import (
 )
 from user_shard.voting import VoteReporter
 
-__all__ = ["BUSY_AT", "MAX_CENSUS", "Shard", "ShardCounters"]
+__all__ = ["BUSY_AT", "MAX_CENSUS", "MAX_SUBMIT_BATCH", "Shard", "ShardCounters"]
+
+log = logs.get_logger(__name__)
 
 #: The most principals one Census call may name.
 MAX_CENSUS = 1000
+#: The most submissions one SubmitQuizBatch call may carry.
+MAX_SUBMIT_BATCH = 256
 #: Submissions in progress from which grading lingers for company (see
 #: :class:`~user_shard.batching.VerifyBatcher`): below it a submission is graded at
 #: once, so a lightly loaded shard adds no latency; at it, each content call costs
@@ -175,8 +182,46 @@ class Shard:
 
     # -- quizzes ---------------------------------------------------------------
 
-    async def submit_quiz(self, request: shard_pb2.SubmitQuizRequest) -> shard_pb2.SubmitQuizReply:
+    async def submit_quizzes(
+        self, items: Sequence[tuple[shard_pb2.SubmitQuizRequest, str]]
+    ) -> list[shard_pb2.SubmitQuizReply | CanistryError]:
+        """Each ``(request, request_id)`` handled as :meth:`submit_quiz` handles it alone,
+        concurrently; its reply, or the domain error it raised, in order.
+
+        An item's error (a domain error, or a bug: then a plain
+        :class:`CanistryError`) is logged under its own request id and fails
+        that item only. Raises InvalidArgument only for a batch over :data:`MAX_SUBMIT_BATCH`.
+        """
+        if len(items) > MAX_SUBMIT_BATCH:
+            raise InvalidArgument(f"a batch holds at most {MAX_SUBMIT_BATCH} submissions")
+        company = len(items) - 1
+        return await asyncio.gather(*(self._one(r, rid, company) for r, rid in items))
+
+    async def _one(
+        self, request: shard_pb2.SubmitQuizRequest, request_id: str, company: int
+    ) -> shard_pb2.SubmitQuizReply | CanistryError:
+        token = logs.bind_request_id(request_id or logs.new_request_id())
+        try:
+            return await self.submit_quiz(request, company=company)
+        except CanistryError as exc:
+            log.info("submission_refused", code=exc.code, detail=exc.message)
+            return exc
+        except Exception:
+            # A bug fails its own item, as it would fail its own call; the class and
+            # text describe our internals, so they go to the log only.
+            log.exception("submission_internal_error")
+            return CanistryError("internal error")
+        finally:
+            logs.reset_request_id(token)
+
+    async def submit_quiz(
+        self, request: shard_pb2.SubmitQuizRequest, *, company: int = 0
+    ) -> shard_pb2.SubmitQuizReply:
         """Verify and record one submission (docs/design.md §2, "Submit a quiz").
+
+        ``company``: how many other submissions arrived with this one (a
+        batch); with them the shard counts as busy sooner, so that their
+        grading shares one content call.
 
         Raises InvalidArgument, IdempotencyKeyReused, UnknownUser,
         DailyLimitExceeded, UnknownUnit (from the content service), or
@@ -203,7 +248,7 @@ class Shard:
         self._in_progress += 1
         try:
             verdict = await self.content.verify(
-                request.unit_id, answers, linger=self._in_progress >= BUSY_AT
+                request.unit_id, answers, linger=self._in_progress + company >= BUSY_AT
             )
             outcome = await self.store.record_submission(
                 principal, request.unit_id, verdict, self.limits, self._clock(), key, fingerprint

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from protos import shard_pb2, shard_pb2_grpc
 from runtime.authz import Rules
+from runtime.errors import CanistryError
 from runtime.rpc import Context, ServiceBinding
 from runtime.tls import Role
 from user_shard.core import Shard
@@ -24,6 +25,7 @@ ACCESS: Rules = {
     "GetUser": _GATEWAY,
     "UpdateProfile": _GATEWAY,
     "SubmitQuiz": _GATEWAY,
+    "SubmitQuizBatch": _GATEWAY,
     "GetBalance": _GATEWAY,
     "GetShardStatus": {Role.GATEWAY, Role.OPERATOR, Role.HUB},
     "Census": {Role.REGISTRY},
@@ -58,6 +60,14 @@ class ShardServicer(shard_pb2_grpc.UserShardServicer):
     ) -> shard_pb2.SubmitQuizReply:
         return await self._shard.submit_quiz(request)
 
+    async def SubmitQuizBatch(
+        self, request: shard_pb2.SubmitQuizBatchRequest, context: Context
+    ) -> shard_pb2.SubmitQuizBatchReply:
+        outcomes = await self._shard.submit_quizzes(
+            [(i.request, i.request_id) for i in request.items]
+        )
+        return shard_pb2.SubmitQuizBatchReply(outcomes=[_outcome(o) for o in outcomes])
+
     async def GetBalance(
         self, request: shard_pb2.GetBalanceRequest, context: Context
     ) -> shard_pb2.Balance:
@@ -82,6 +92,15 @@ class ShardServicer(shard_pb2_grpc.UserShardServicer):
         self, request: shard_pb2.SetDisabledRequest, context: Context
     ) -> shard_pb2.ShardStatus:
         return await self._shard.set_disabled(request)
+
+
+def _outcome(
+    outcome: shard_pb2.SubmitQuizReply | CanistryError,
+) -> shard_pb2.SubmitQuizOutcome:
+    if isinstance(outcome, CanistryError):
+        error = shard_pb2.SubmitQuizError(code=outcome.code, message=outcome.message)
+        return shard_pb2.SubmitQuizOutcome(error=error)
+    return shard_pb2.SubmitQuizOutcome(reply=outcome)
 
 
 def binding(shard: Shard) -> ServiceBinding:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from protos import content_pb2, content_pb2_grpc, hub_pb2, hub_pb2_grpc
-from runtime.errors import CanistryError, DeadlineExceeded, Unavailable, from_code
+from runtime.errors import CanistryError, DeadlineExceeded, Unavailable, remote_error
 from runtime.rpc import make_channel, rpc_errors
 from runtime.tls import Role, TLSConfig
 from user_shard import microbank
@@ -73,7 +73,7 @@ class ContentClient:
 
 def _verdict(outcome: content_pb2.VerifyQuizOutcome) -> Verdict | CanistryError:
     if outcome.WhichOneof("outcome") == "error":
-        return from_code(outcome.error.code, outcome.error.message)
+        return remote_error(outcome.error.code, outcome.error.message)
     r = outcome.reply
     return Verdict(r.passed, r.score, r.total, r.reward)
 
