@@ -21,9 +21,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.exceptions import CryptoError
+from nacl.signing import VerifyKey
 
 from gateway.errors import BadAuthorization, BadSignature, StaleTimestamp
 from gateway.principal import principal_of_key
@@ -160,18 +161,25 @@ def verify(
     message = canonical_message(method, path, header.ts, header.nonce, body)
     try:
         key, principal = _signer(header.public_key)
-        key.verify(header.signature, message)
-    except (InvalidSignature, ValueError):
+        key.verify(message, header.signature)
+    except (CryptoError, ValueError, TypeError):
         raise BadSignature("the signature does not match this request and key") from None
     return principal
 
 
 @functools.lru_cache(maxsize=_SIGNERS)
-def _signer(public_key: bytes) -> tuple[Ed25519PublicKey, str]:
+def _signer(public_key: bytes) -> tuple[VerifyKey, str]:
     """The parsed key and the principal of a raw public key; a user signs every request
     with the same key, so both are worked out once. Raises ValueError for a bad key
-    (not remembered)."""
-    return Ed25519PublicKey.from_public_bytes(public_key), principal_of_key(public_key)
+    (not remembered).
+
+    Verification is libsodium's (PyNaCl): it takes half the CPU of OpenSSL's
+    through ``cryptography`` (55 against 105 µs here), and it is the gateway's
+    largest cost per signed request. It is also strict: a non-canonical
+    signature or a small-order key is refused, so a signature cannot be
+    reshaped into another valid one.
+    """
+    return VerifyKey(public_key), principal_of_key(public_key)
 
 
 def last_accepted_ms(ts_ms: int, max_skew_ms: int) -> int:

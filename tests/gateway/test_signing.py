@@ -82,6 +82,18 @@ def test_another_keys_signature_does_not_verify() -> None:
         check(forged)
 
 
+def test_a_small_order_key_and_its_universal_signature_are_refused() -> None:
+    """The identity point as a key, with R = identity and S = 0, "signs" every message
+    for a lax verifier (OpenSSL's accepts it); libsodium refuses it."""
+    identity_point = bytes([1]) + bytes(31)
+    forged = (
+        f"Canistry key={signing.b64url_encode(identity_point)}, ts={NOW}, "
+        f"nonce={signing.b64url_encode(b'n' * 16)}, "
+        f"sig={signing.b64url_encode(identity_point + bytes(32))}"
+    )
+    with pytest.raises(BadSignature):
+        check(forged)
+
 def test_timestamps_beyond_the_skew_are_stale() -> None:
     me = Identity.generate()
     assert check(header_for(me, ts=NOW - SKEW)) == me.principal
