@@ -207,6 +207,17 @@ def rows_of(results: dict[str, dict[str, Any]]) -> list[Row]:
                 ">= 0.8",
             ),
         ]
+        batched = runs.get("shard direct, batched (gRPC)")
+        if batched is not None:
+            rows.append(
+                Row(
+                    "gateway: signed submissions",
+                    submit["per_second"],
+                    "req/s",
+                    batched["per_second"],
+                    "shard direct, batched",
+                )
+            )
         for label, name in (
             ("GET /v1/units/{id}, 1 at a time", "unit read"),
             ("POST submissions, 1 at a time", "signed submission"),

@@ -14,8 +14,13 @@ by --requests and --seconds per run. The runs:
 - ``submit``: signed ``POST /v1/units/{id}/submissions`` (verify, nonce,
   route cache, shard with its durable write and its content hop);
 - ``shard direct``: the same users' submissions sent to the shard over gRPC
-  with the gateway's certificate and idempotency keys, as the gateway sends
-  them: the rate the gateway's submissions are compared with;
+  with the gateway's certificate and idempotency keys, each its own
+  ``SubmitQuiz`` call: the shard's own rate (as ``shard_submit`` measures
+  it), which the gateway's submissions are compared with;
+- ``shard direct, batched``: the same, through the gateway's own batching
+  (:mod:`gateway.submissions`: submissions that meet at the shard share a
+  ``SubmitQuizBatch`` call), so exactly as the gateway sends them: what the
+  gateway's HTTP side, signatures and nonces cost on top;
 
 then, unless ``--latency-requests 0``, unit reads and submissions one at a
 time (unloaded latency). The ratios to ``bare`` and to ``shard direct`` say
@@ -268,6 +273,13 @@ async def measure(
     )  # fmt: skip
     runs.append(Run("shard direct (gRPC)", direct.submissions, direct.errors, direct.seconds,
                     direct.latencies_ms))  # fmt: skip
+    batched = await drive_submissions(
+        "shard direct, batched", [(me.principal, shard) for me in people],
+        concurrency=concurrency, max_submissions=requests, max_seconds=seconds, tls=tls,
+        idempotency_keys=True, batched=True,
+    )  # fmt: skip
+    runs.append(Run("shard direct, batched (gRPC)", batched.submissions, batched.errors,
+                    batched.seconds, batched.latencies_ms))  # fmt: skip
     for c in gw:
         c.close()
     if latency_requests:
@@ -322,15 +334,17 @@ def run_gateway_http(
     shard = figures["shard direct (gRPC)"]["per_second"] or 1.0
     for f in figures.values():
         f["ratio_to_bare"] = round(f["per_second"] / bare, 3)
-    figures["POST submissions (signed)"]["ratio_to_shard"] = round(
-        figures["POST submissions (signed)"]["per_second"] / shard, 3
-    )
+    batched = figures["shard direct, batched (gRPC)"]["per_second"] or 1.0
+    signed = figures["POST submissions (signed)"]
+    signed["ratio_to_shard"] = round(signed["per_second"] / shard, 3)
+    signed["ratio_to_batched"] = round(signed["per_second"] / batched, 3)
     for f in figures.values():
         extra = f"x{f['ratio_to_bare']:.2f} of bare"
         if "gateway_cpu_per_1000" in f:
             extra += f", gateway {f['gateway_cpu_per_1000']:.3f} core-s per 1,000"
         if "ratio_to_shard" in f:
-            extra += f", x{f['ratio_to_shard']:.2f} of the shard direct"
+            extra += (f", x{f['ratio_to_shard']:.2f} of the shard direct, "
+                      f"x{f['ratio_to_batched']:.2f} of it batched")  # fmt: skip
         print(f"{f['label']:>34}: {f['per_second']:8.1f} req/s   p50 {f['p50_ms']:6.2f} ms   "
               f"p99 {f['p99_ms']:7.2f} ms   ({f['requests']} ok, {f['errors']} errors, "
               f"{f['seconds']:.1f}s)   {extra}", flush=True)  # fmt: skip

@@ -7,7 +7,9 @@ its own users, created on it directly (``CreateUser``): the registry would
 put every new user on the newest shard, and this measures submissions, not
 registration. Then one load process per shard (``multiprocessing``, started
 together) drives its shard over gRPC with the gateway's certificate, as the
-gateway does, bounded by --submissions (per process) and --seconds. The
+gateway does (through the gateway's batching, ``gateway.submissions``;
+``--per-call``: each submission its own call), bounded by --submissions (per
+process) and --seconds. The
 figures per step: aggregate submissions/s, its multiple of one shard's, and
 the cores each role used while it ran (content process, all shards, all load
 processes; CPU seconds / wall seconds), with CPU per 1,000 submissions.
@@ -85,9 +87,15 @@ def run_step(
     concurrency: int,
     submissions: int,
     seconds: float,
+    batched: bool = True,
 ) -> dict[str, Any]:
     """One cluster with ``shards`` shards under one load process each; its figures."""
-    bounds = {"concurrency": concurrency, "max_submissions": submissions, "max_seconds": seconds}
+    bounds = {
+        "concurrency": concurrency,
+        "max_submissions": submissions,
+        "max_seconds": seconds,
+        "batched": batched,
+    }
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="canistry-scaling-") as tmp:
         data = Path(tmp) / "data"
@@ -159,6 +167,7 @@ def run_scaling(
     concurrency: int,
     submissions: int,
     seconds: float,
+    batched: bool = True,
 ) -> dict[str, Any]:
     """Every step of the sweep, printed as it finishes; the multiple of the first step's rate."""
     steps = []
@@ -173,6 +182,7 @@ def run_scaling(
             concurrency=concurrency,
             submissions=submissions,
             seconds=seconds,
+            batched=batched,
         )
         base = steps[0]["per_second"] if steps else step["per_second"]
         step["x_of_first"] = round(step["per_second"] / base, 2) if base else 0.0
@@ -185,7 +195,12 @@ def run_scaling(
             f"{step['cpu_per_1000']['content']:.3f}",
             flush=True,
         )
-    return {"steps": steps, "concurrency_per_shard": concurrency, "cpu_count": mp.cpu_count()}
+    return {
+        "steps": steps,
+        "concurrency_per_shard": concurrency,
+        "batched": batched,
+        "cpu_count": mp.cpu_count(),
+    }
 
 
 def main() -> None:
@@ -196,6 +211,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16, help="in flight per load process")
     p.add_argument("--submissions", type=int, default=3000, help="upper bound per load process")
     p.add_argument("--seconds", type=float, default=8.0, help="time bound per step")
+    p.add_argument(
+        "--per-call",
+        action="store_true",
+        help="each submission its own SubmitQuiz call, not batched as the gateway sends",
+    )
     args = p.parse_args()
     counts = [int(x) for x in args.shards.split(",") if x.strip()]
     if not counts or min(counts) < 1 or max(counts) > 32:
@@ -206,6 +226,7 @@ def main() -> None:
         concurrency=args.concurrency,
         submissions=args.submissions,
         seconds=args.seconds,
+        batched=not args.per_call,
     )
     write_json(args.json, out)
 
