@@ -283,9 +283,12 @@ async def test_a_run_counts_every_outcome_and_keeps_going(monkeypatch: pytest.Mo
     monkeypatch.setattr("canistry.loadtest._mix.REPLAY_P", 0.3)
     fake, err = FakeGateway(), io.StringIO()
     # Stopped by its request count, not the clock: as much load on a busy machine as on
-    # an idle one, enough that every user reaches a daily limit.
+    # an idle one, enough that every user reaches a daily limit. One request at a time,
+    # so that the seed alone decides the run: with several in flight, their order (and
+    # so which user draws which unit) follows the machine's timing, and about one run in
+    # twenty never drew the unit whose answers are guessed.
     report = await run_load(
-        _config(duration_s=120.0, max_requests=400),
+        _config(duration_s=120.0, max_requests=400, concurrency=1),
         err=err,
         transport=lambda: httpx.MockTransport(fake),
     )
