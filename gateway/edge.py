@@ -142,7 +142,7 @@ class Edge:
         requests, latency = self._meters(method, template, status)
         requests.inc()
         latency.observe(elapsed_s)
-        log.info(
+        logs.info_line(
             "http_request",
             method=method,
             route=template,
