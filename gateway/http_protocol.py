@@ -83,6 +83,8 @@ class GatewayProtocol(HttpToolsProtocol):
         """Found on the app's state at the first request that could use it."""
         self._answered = False
         """The request being parsed was answered here: the app never sees it."""
+        self._head_begun = False
+        """A keep-alive request began in the chunk being parsed (its deadline is due)."""
 
     # -- connection -------------------------------------------------------------
 
@@ -124,6 +126,12 @@ class GatewayProtocol(HttpToolsProtocol):
                 return
             self._head_bytes += head
         super().data_received(data)
+        if self._head_begun:
+            # A request began in this chunk: its head has ``header_timeout_s`` from now,
+            # unless it is complete already (as a keep-alive request's mostly is).
+            self._head_begun = False
+            if self._in_head and self._deadline is None and not self._refused:
+                self._arm(self.limits.header_timeout_s, self._headers_late)
 
     # -- parser callbacks -------------------------------------------------------
 
@@ -135,7 +143,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
         if self._deadline is None:  # a keep-alive request: its clock starts now
-            self._arm(self.limits.header_timeout_s, self._headers_late)
+            self._head_begun = True  # (armed after this chunk, if the head is not in it)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -165,13 +165,21 @@ def _json_line(fields: dict[str, Any]) -> str:
     parts = []
     for key, value in fields.items():
         kind = type(value)
+        quoted = _keys.get(key)
+        if quoted is None:
+            quoted = _quote(key) + ": "
+            if len(_keys) < 256:  # keys are names in the code: few
+                _keys[key] = quoted
         if kind is str:
-            parts.append(f"{_quote(key)}: {_quote(value)}")
+            parts.append(quoted + _quote(value))
         elif kind is int or (kind is float and -_HUGE < value < _HUGE):  # not bool, nor NaN
-            parts.append(f"{_quote(key)}: {value!r}")
+            parts.append(quoted + repr(value))
         else:
             return _encode(fields) + "\n"
     return "{" + ", ".join(parts) + "}\n"
+
+
+_keys: dict[str, str] = {}
 
 
 _quote = json.encoder.encode_basestring_ascii

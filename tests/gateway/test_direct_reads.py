@@ -58,6 +58,7 @@ async def serving(cluster: Cluster, data_dir: Path) -> AsyncIterator[Served]:
         tls=cluster.tls("gateway"),
         cors_origins=(ORIGIN,),
         keep_alive_s=1,
+        header_timeout_s=2,
     )
     app = create_app(config)
     sock = socket.socket()
@@ -296,3 +297,18 @@ async def test_a_served_gateway_counts_and_logs_its_hits(gateway: GatewayProcess
         assert record["method"] == "GET" and record["route"] == "/v1/units/{unit_id}"
         assert record["status"] == status and record["service"] == "gateway"
         assert isinstance(record["ms"], float) and "timestamp" in record
+
+
+async def test_a_request_stalled_behind_a_hit_gets_its_408(served: Served) -> None:
+    # In one write: a hit, then a head that never ends. The hit's keep-alive timer
+    # (1 s) must not close the connection: the head's own deadline (2 s) answers 408.
+    stalled = b"GET /v1/units/math-002 HTTP/1.1\r\nHost: t\r\nX-Slow: "
+    reader, writer = await sent(served.port, get(PATH, "hit") + stalled)
+    try:
+        status, headers, _ = await read_response(reader)
+        rest = await asyncio.wait_for(reader.read(), 20)
+    finally:
+        writer.close()
+    assert (status, headers["x-request-id"]) == (200, "hit")
+    assert rest.startswith(b"HTTP/1.1 408 "), rest[:200]
+    assert served.answered == [200]
