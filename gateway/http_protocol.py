@@ -199,14 +199,15 @@ class GatewayProtocol(HttpToolsProtocol):
         ):
             return False
         reads = self._reads or self._find_reads()
-        answer = (
-            None
-            if reads is None
-            else reads.answer(self.url, self.headers, self.server_state.default_headers)
-        )
+        if reads is None:
+            return False
+        try:
+            answer = reads.answer(self.url, self.headers, self.server_state.default_headers)
+        except Exception:  # a bug here must cost speed, not the answer: the app answers
+            log.exception("direct_read_failed")
+            return False
         if answer is None:
             return False
-        assert reads is not None
         response, status, request_id = answer
         self._answered = True
         self._corked.write_now(response)
