@@ -45,6 +45,7 @@ class Served:
     server: uvicorn.Server
     answered: list[int] = field(default_factory=list)
     """The status of each request the protocol answered itself."""
+    reads: Any = None
 
 
 @contextlib.asynccontextmanager
@@ -88,6 +89,7 @@ async def serving(cluster: Cluster, data_dir: Path) -> AsyncIterator[Served]:
             return result
 
         reads.answer = watched  # type: ignore[method-assign]
+        served.reads = reads
         yield served
     finally:
         server.should_exit = True
@@ -312,3 +314,15 @@ async def test_a_request_stalled_behind_a_hit_gets_its_408(served: Served) -> No
     assert (status, headers["x-request-id"]) == (200, "hit")
     assert rest.startswith(b"HTTP/1.1 408 "), rest[:200]
     assert served.answered == [200]
+
+
+async def test_a_hit_at_the_concurrency_cap_gets_the_edges_503(served: Served) -> None:
+    edge = served.reads.edge
+    edge.in_flight += edge.max_concurrency  # as if that many requests were in progress
+    try:
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+            refused = await http.get(PATH)
+    finally:
+        edge.in_flight -= edge.max_concurrency
+    assert refused.status_code == 503 and refused.headers["retry-after"]
+    assert served.answered == []
