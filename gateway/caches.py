@@ -15,7 +15,15 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["CachedBody", "RawHeaders", "TtlCache", "body_etag", "etag_matches"]
+__all__ = [
+    "MAX_IF_NONE_MATCH",
+    "CachedBody",
+    "RawHeaders",
+    "TtlCache",
+    "body_etag",
+    "etag_matches",
+    "judgeable",
+]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -63,6 +71,9 @@ class TtlCache(Generic[K, V]):
         return len(self._entries)
 
 
+#: The longest ``If-None-Match`` a cached read answers (the FastAPI route answers 422 beyond).
+MAX_IF_NONE_MATCH = 1024
+
 #: ASGI response headers, encoded once.
 RawHeaders = tuple[tuple[bytes, bytes], ...]
 
@@ -99,6 +110,23 @@ class CachedBody:
         )
         object.__setattr__(self, "not_modified_headers", validators)
         object.__setattr__(self, "ok_headers", full)
+
+    def reply(self, if_none_match: str | None) -> tuple[int, RawHeaders, bytes]:
+        """The status, headers and body to send: a 304 without a body when
+        ``If-None-Match`` names this ETag, else the 200 with the body.
+
+        Every fast path answers a cached read through this (the FastAPI route
+        builds the same with a ``Response``); call it only when
+        :func:`judgeable` holds.
+        """
+        if etag_matches(if_none_match, self.etag):
+            return 304, self.not_modified_headers, b""
+        return 200, self.ok_headers, self.body
+
+
+def judgeable(if_none_match: str | None) -> bool:
+    """Whether a fast path may answer this ``If-None-Match`` (else the FastAPI route refuses it)."""
+    return if_none_match is None or len(if_none_match) <= MAX_IF_NONE_MATCH
 
 
 def body_etag(body: bytes) -> str:

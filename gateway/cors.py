@@ -65,10 +65,7 @@ class Cors:
         if scope["method"] == "OPTIONS" and b"access-control-request-method" in headers:
             await self._preflight(scope, receive, send, headers, granted)
             return
-        extra = [(b"vary", b"Origin")]
-        if granted:
-            assert origin is not None
-            extra += _grant(origin)
+        extra = self.headers_for(origin)
 
         async def send_granted(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -76,6 +73,14 @@ class Cors:
             await send(message)
 
         await self.app(scope, receive, send_granted)
+
+    def headers_for(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+        """The headers added to the response (not a preflight's) to a request from ``origin``."""
+        if not self.origins:
+            return []
+        if origin is not None and origin.decode("latin-1") in self.origins:
+            return [(b"vary", b"Origin"), *_grant(origin)]
+        return [(b"vary", b"Origin")]
 
     async def _preflight(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], granted: bool

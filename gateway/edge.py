@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,7 +39,7 @@ from gateway.views import dumps
 from runtime import logs
 from runtime.errors import CanistryError, InvalidArgument, PermissionDenied
 
-__all__ = ["Edge", "install_handlers", "problem_response"]
+__all__ = ["Edge", "install_handlers", "problem_response", "request_id_in"]
 
 log = logs.get_logger(__name__)
 
@@ -85,7 +86,7 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = request_id_in(scope.get("headers", ()))
         scope.setdefault("state", {})["request_id"] = request_id
         token = logs.bind_request_id(request_id)
         started = time.perf_counter()
@@ -125,18 +126,30 @@ class Edge:
             self.in_flight -= 1
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            requests, latency = self._meters(scope["method"], template, status)
-            requests.inc()
-            elapsed = time.perf_counter() - started
-            latency.observe(elapsed)
-            log.info(
-                "http_request",
-                method=scope["method"],
-                route=template,
-                status=status,
-                ms=round(elapsed * 1000, 2),
-            )
+            self.record(scope["method"], template, status, time.perf_counter() - started)
             logs.reset_request_id(token)
+
+    @property
+    def busy(self) -> bool:
+        """Whether one more request would be over ``max_concurrency`` (and refused)."""
+        return self.in_flight >= self.max_concurrency
+
+    def record(
+        self, method: str, template: str, status: int, elapsed_s: float, **context: Any
+    ) -> None:
+        """Count an answered request in the metrics and write its access log line
+        (``http_request``; ``context`` adds fields, such as a ``request_id`` not bound)."""
+        requests, latency = self._meters(method, template, status)
+        requests.inc()
+        latency.observe(elapsed_s)
+        logs.info_line(
+            "http_request",
+            method=method,
+            route=template,
+            status=status,
+            ms=round(elapsed_s * 1000, 2),
+            **context,
+        )
 
     def _meters(self, method: str, template: str, status: int) -> tuple[Any, Any]:
         """The request counter and latency histogram of these labels, looked up once
@@ -206,8 +219,9 @@ async def _refuse(
     await response(scope, no_body, send)
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
+def request_id_in(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The request's id: its first ``X-Request-ID`` if that is a valid id, else a new one."""
+    for name, value in headers:
         if name == _REQUEST_ID_HEADER:
             text: str = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(text):

@@ -22,7 +22,9 @@ submission takes the same way, then the app's exception middleware (so
 that its errors get the same handlers), and then :func:`serve_submission`
 without the router; what that hands to the FastAPI route goes down the rest
 of the stack (the router) as it would have. Everything else goes down the
-whole middleware stack as before.
+whole middleware stack as before. Shortest of all, the protocol answers
+most cached reads itself, with no ASGI request (:mod:`gateway.direct_reads`,
+which :func:`install_fast_routes` puts on the app's state).
 
 Anything the fast path is not sure of (a malformed unit id, an over-long
 header, a body that is not a valid JSON submission, an odd content type) is
@@ -48,8 +50,10 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import models
-from gateway.caches import RawHeaders, etag_matches
+from gateway.caches import MAX_IF_NONE_MATCH, RawHeaders, judgeable
 from gateway.core import Gateway
+from gateway.cors import Cors
+from gateway.direct_reads import STATE_KEY, DirectReads
 from gateway.edge import Edge
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 
@@ -63,8 +67,6 @@ __all__ = [
 
 #: What an ``Idempotency-Key`` may hold (its length limit is checked by idempotency.check_key).
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
-#: The longest ``If-None-Match`` accepted (the FastAPI route answers 422 beyond).
-MAX_IF_NONE_MATCH = 1024
 
 #: The bounds of :class:`~gateway.models.SubmissionRequest` (a test holds them equal).
 _MAX_ANSWERS = 200
@@ -134,16 +136,11 @@ async def serve_unit(scope: Scope, receive: Receive, send: Send, fallback: APIRo
     """``GET /v1/units/{unit_id}``: the cached body and validators, or a 304."""
     unit_id: str = scope["path_params"]["unit_id"]
     if_none_match = _header(scope, b"if-none-match")
-    if not _SLUG.fullmatch(unit_id) or (
-        if_none_match is not None and len(if_none_match) > MAX_IF_NONE_MATCH
-    ):
+    if not _SLUG.fullmatch(unit_id) or not judgeable(if_none_match):
         await _fall_back(scope, receive, send, fallback)
         return
     entry = await _gateway(scope).unit(unit_id)
-    if etag_matches(if_none_match, entry.etag):
-        await _send(send, 304, entry.not_modified_headers, b"")
-    else:
-        await _send(send, 200, entry.ok_headers, entry.body)
+    await _send(send, *entry.reply(if_none_match))
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -339,12 +336,10 @@ class _Behind:
             await self.submit(scope, receive, send)
             return
         if_none_match = _header(scope, b"if-none-match")
-        if if_none_match is not None and len(if_none_match) > MAX_IF_NONE_MATCH:
-            await self.app(scope, receive, send)  # the FastAPI route's 422
-        elif etag_matches(if_none_match, entry.etag):
-            await _send(send, 304, entry.not_modified_headers, b"")
+        if judgeable(if_none_match):
+            await _send(send, *entry.reply(if_none_match))
         else:
-            await _send(send, 200, entry.ok_headers, entry.body)
+            await self.app(scope, receive, send)  # the FastAPI route's 422
 
 
 class _Direct:
@@ -388,6 +383,19 @@ def _through(above: list[Any], edge: Edge) -> Any:
     return chain
 
 
+#: Layers that may sit above the Edge and add nothing to a cached read's answer (they act
+#: on errors and bodies), so that the protocol may answer it (:mod:`gateway.direct_reads`).
+_TRANSPARENT = {
+    "starlette.middleware.errors.ServerErrorMiddleware",
+    "fastapi.telemetry._asgi.ExceptionTelemetryMiddleware",
+    "fastapi._body_limit.AppBodyLimitMiddleware",
+}
+
+
+def _name(layer: Any) -> str:
+    return f"{type(layer).__module__}.{type(layer).__qualname__}"
+
+
 def _find(routes: Iterable[Any], path: str, method: str) -> APIRoute:
     for route in routes:
         if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ()):
@@ -420,6 +428,9 @@ def install_fast_routes(app: FastAPI) -> None:
             handled.app = _Direct(edge.app.app)
             behind.submit, submit_route = handled, fast[1]
         edge.app = behind
+        if all(isinstance(layer, Cors) or _name(layer) in _TRANSPARENT for layer in above):
+            cors = next((layer for layer in above if isinstance(layer, Cors)), None)
+            setattr(app.state, STATE_KEY, DirectReads(app.state, edge, cors, fast[0].path))
         return _Front(stack, _through(above, edge), fast[0], submit_route)
 
     app.build_middleware_stack = build_with_front  # type: ignore[method-assign]

@@ -18,7 +18,10 @@ headers or body, no cap on connections, and answers unparseable requests
 - malformed HTTP answered as a ``malformed-request`` problem document;
 - one socket write per response: uvicorn writes a response's head and its
   body separately, and :class:`_Corked` joins them (a send on loopback costs
-  as much as the rest of a cached read).
+  as much as the rest of a cached read);
+- cached unit reads answered here, without an ASGI request, when nothing
+  else is in progress on the connection (:mod:`gateway.direct_reads` says
+  why, and builds the answer).
 
 uvicorn builds one protocol per connection by calling ``config.http``;
 :class:`ProtocolFactory` is that callable (picklable, for spawned workers).
@@ -34,6 +37,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.direct_reads import STATE_KEY, DirectReads
 from gateway.errors import HeadersTooLarge, MalformedRequest, Overloaded, RequestTimeout
 from gateway.problems import MEDIA_TYPE, problem_for
 from gateway.views import dumps
@@ -74,6 +78,13 @@ class GatewayProtocol(HttpToolsProtocol):
         """Between a request's first byte (or the connection opening) and its last header."""
         self._head_bytes = 0
         """Bytes received while in a request's head."""
+        self._corked: _Corked | None = None
+        self._reads: DirectReads | None = None
+        """Found on the app's state at the first request that could use it."""
+        self._answered = False
+        """The request being parsed was answered here: the app never sees it."""
+        self._head_begun = False
+        """A keep-alive request began in the chunk being parsed (its deadline is due)."""
 
     # -- connection -------------------------------------------------------------
 
@@ -87,7 +98,8 @@ class GatewayProtocol(HttpToolsProtocol):
             )
             return
         super().connection_made(transport)
-        self.transport = _Corked(transport, self.loop)  # type: ignore[assignment]
+        self._corked = _Corked(transport, self.loop)
+        self.transport = self._corked  # type: ignore[assignment]
         self._arm(self.limits.header_timeout_s, self._headers_late)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -114,24 +126,42 @@ class GatewayProtocol(HttpToolsProtocol):
                 return
             self._head_bytes += head
         super().data_received(data)
+        if self._head_begun:
+            # A request began in this chunk: its head has ``header_timeout_s`` from now,
+            # unless it is complete already (as a keep-alive request's mostly is).
+            self._head_begun = False
+            if self._in_head and self._deadline is None and not self._refused:
+                self._arm(self.limits.header_timeout_s, self._headers_late)
 
     # -- parser callbacks -------------------------------------------------------
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # A response answered here arms the keep-alive timer, which must not time a
+        # request pipelined behind it (uvicorn cancels it only as data arrives).
+        self._unset_keepalive_if_required()
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
         if self._deadline is None:  # a keep-alive request: its clock starts now
-            self._arm(self.limits.header_timeout_s, self._headers_late)
+            self._head_begun = True  # (armed after this chunk, if the head is not in it)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        if self._answer_directly():
+            return
         super().on_headers_complete()
         self._arm(self.limits.body_timeout_s + 1.0, self._body_late)
 
+    def on_body(self, body: bytes) -> None:
+        if not self._answered:  # (a request answered here has no body)
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
+        if self._answered:
+            self._answered = False
+            return
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -139,6 +169,69 @@ class GatewayProtocol(HttpToolsProtocol):
         self._reply_and_close(
             MalformedRequest("the request is not HTTP/1.1 that this server can read"), "/"
         )
+
+    # -- cached reads -----------------------------------------------------------
+
+    def _answer_directly(self) -> bool:
+        """Answer a cached unit read here (:mod:`gateway.direct_reads`); False: the app answers.
+
+        Only a plain keep-alive HTTP/1.1 ``GET`` (no upgrade, no ``Expect``),
+        when no response is in progress on this connection (it would be
+        overtaken), and the transport takes writes (else the app waits for it
+        to drain). A request that closes the connection is the app's: uvicorn
+        then drops any request pipelined behind it.
+        """
+        started = time.perf_counter()
+        cycle = self.cycle
+        parser = self.parser
+        if (
+            self._corked is None
+            or (cycle is not None and not cycle.response_complete)
+            or self.flow.write_paused
+            or self.transport.is_closing()
+            or parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+            or self.expect_100_continue
+            or self.root_path
+            or self.limit_concurrency is not None
+        ):
+            return False
+        reads = self._reads or self._find_reads()
+        if reads is None:
+            return False
+        try:
+            answer = reads.answer(self.url, self.headers, self.server_state.default_headers)
+        except Exception:  # a bug here must cost speed, not the answer: the app answers
+            log.exception("direct_read_failed")
+            return False
+        if answer is None:
+            return False
+        response, status, request_id = answer
+        self._answered = True
+        self._corked.write_now(response)
+        reads.record(status, time.perf_counter() - started, request_id)
+        # What uvicorn does once a response is complete (on_response_complete).
+        self.server_state.total_requests += 1
+        self.flow.resume_reading()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+        return True
+
+    def _find_reads(self) -> DirectReads | None:
+        """The app's :class:`DirectReads`, below uvicorn's wrappers (proxy headers...)."""
+        layer = self.app
+        for _ in range(8):
+            reads = getattr(getattr(layer, "state", None), STATE_KEY, None)
+            if isinstance(reads, DirectReads):
+                self._reads = reads
+                return reads
+            layer = getattr(layer, "app", None)
+            if layer is None:
+                break
+        return None
 
     # -- deadlines --------------------------------------------------------------
 
@@ -213,6 +306,12 @@ class _Corked:
         elif data:
             self._held = bytes(data)
             self._loop.call_soon(self.flush)
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` (after what is held) at once: a whole response, nothing to join."""
+        if self._held:
+            data, self._held = self._held + data, b""
+        self._transport.write(data)
 
     def flush(self) -> None:
         if self._held:
