@@ -94,6 +94,7 @@ def test_a_small_order_key_and_its_universal_signature_are_refused() -> None:
     with pytest.raises(BadSignature):
         check(forged)
 
+
 def test_timestamps_beyond_the_skew_are_stale() -> None:
     me = Identity.generate()
     assert check(header_for(me, ts=NOW - SKEW)) == me.principal
