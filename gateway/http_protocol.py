@@ -159,6 +159,9 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        # The next bytes on this connection are the next request's head: the size cap
+        # must count them from their first read, before the parser begins it.
+        self._in_head, self._head_bytes = True, 0
         if self._answered:
             self._answered = False
             return

@@ -69,6 +69,23 @@ async def test_malformed_http_is_a_problem_document(url: str) -> None:
         assert (await http.get("/healthz")).status_code == 200
 
 
+async def test_an_oversized_head_on_a_kept_alive_connection_gets_431(url: str) -> None:
+    """The head-size cap holds for the second request on a connection too, when its
+    whole head arrives in one read (the parser itself would take any size): 50 KB
+    fit one loopback segment (it was answered 200 before)."""
+    reader, writer = await asyncio.open_connection(*address(url))
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status, headers, _ = parse(head)
+        assert status == 200
+        await reader.readexactly(int(headers["content-length"]))
+        big = b"X-Big: " + b"a" * 50_000 + b"\r\n"
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + big + b"\r\n")
+        assert_problem(await read_to_eof(reader, 10), 431, "headers-too-large")
+    finally:
+        writer.close()
+
 async def test_slow_clients_are_cut_off_while_others_are_served(
     gw_cluster: Cluster, tmp_path: Path
 ) -> None:
