@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 log = logs.get_logger(__name__)
 
+#: How long an idempotent read waits before it is sent again to a peer it could not reach.
+RETRY_PAUSE_S = 0.05
+
 
 @dataclass(frozen=True)
 class Route:
@@ -127,8 +130,10 @@ class Upstream:
     ) -> T:
         """``call(timeout)``, an idempotent read, sent once more if ``peer`` was unreachable.
 
-        The retry gets what is left of the first deadline, not a new one.
-        Raises what ``rpc_errors`` raises.
+        The retry gets what is left of the first deadline, not a new one, and
+        waits :data:`RETRY_PAUSE_S` first: sent at once, it could go out on the
+        connection that just failed, before gRPC has seen it close ("stream
+        removed"). Raises what ``rpc_errors`` raises.
         """
         loop = asyncio.get_running_loop()
         budget = timeout_s or self._deadline
@@ -137,12 +142,12 @@ class Upstream:
             async with _peer(peer):
                 return await call(budget)
         except PeerUnreachable:
-            left = deadline - loop.time()
-            if left <= 0:
+            if deadline - loop.time() <= RETRY_PAUSE_S:
                 raise
-            log.info("upstream_retry", peer=peer, left_s=round(left, 3))
+            log.info("upstream_retry", peer=peer, left_s=round(deadline - loop.time(), 3))
+        await asyncio.sleep(RETRY_PAUSE_S)
         async with _peer(peer):
-            return await call(left)
+            return await call(deadline - loop.time())
 
     # -- registry ---------------------------------------------------------------
 
