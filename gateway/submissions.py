@@ -68,7 +68,7 @@ class ShardSubmissions:
 
     @property
     def batches(self) -> int:
-        """Batched calls sent (benchmarks and tests read it)."""
+        """Calls sent: one per batch, a lone submission's included (tests read it)."""
         return self._batcher.batches
 
     @property
