@@ -8,7 +8,7 @@ a hanging one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from runtime import logs
 from runtime.errors import DeadlineExceeded, PeerUnreachable, Unavailable, UnknownUnit
 from runtime.rpc import Context, Server, ServerConfig, ServiceBinding
 from tests.gateway.test_upstream import FakeRegistry, _server
+from tests.polling import eventually
 from tests.user_shard.conftest import Client, shard_config
 from tests.user_shard.fakes import RIGHT, WRONG, FakeContent, FakeHub
 from user_shard import ShardService
@@ -156,21 +157,14 @@ async def submit_as(upstream: Upstream, n: int) -> Any:
         logs.reset_request_id(token)
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 10
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.005)
-
-
 async def first_call_in_flight(
     scripted: Scripted, upstream: Upstream, route: Route
 ) -> tuple[asyncio.Future[Any], asyncio.Future[list[Any]]]:
     """User 0's submission, held at the shard, and users 1 to 9's, queued behind it."""
     first = asyncio.ensure_future(submit_as(upstream, 0))
-    await until(lambda: bool(scripted.request_ids), "the first call never arrived")
+    await eventually(lambda: scripted.request_ids, 10, "the first call")
     rest = asyncio.gather(*(submit_as(upstream, n) for n in range(1, 10)), return_exceptions=True)
-    await until(lambda: upstream.submissions(route).waiting == 9, "the rest did not queue")
+    await eventually(lambda: upstream.submissions(route).waiting == 9, 10, "the rest queued")
     return first, rest
 
 
