@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
+import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import uvicorn
+
 from canistry.children import serve_argv
 from canistry.client import AsyncClient, Identity
 from canistry.up import Cluster
+from gateway.config import GatewayConfig
+from gateway.server import protocol_factory
 from protos import introspect_pb2, introspect_pb2_grpc
 from runtime.rpc import make_channel
 from runtime.tls import Role
+from tests.polling import eventually
 
 T = TypeVar("T")
 
@@ -89,3 +97,41 @@ async def rpc_counts(cluster: Cluster, service: str) -> dict[str, int]:
             introspect_pb2.GetRpcCountsRequest(), timeout=5
         )
     return dict(counts.calls)
+
+
+def cluster_gateway_config(cluster: Cluster, data_dir: Path, **fields: Any) -> GatewayConfig:
+    """A gateway's settings in front of ``cluster``, with its certificate; ``fields`` add."""
+    addr = {n: c.address for n, c in cluster.children.items()}
+    return GatewayConfig(
+        registry_address=addr["registry"],
+        content_address=addr["content"],
+        hub_address=addr["hub"],
+        data_dir=data_dir,
+        tls=cluster.tls("gateway"),
+        **fields,
+    )
+
+
+@contextlib.asynccontextmanager
+async def in_process(app: Any, config: GatewayConfig) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+    """``app`` served by uvicorn in this process with the gateway's own protocol (limits,
+    direct reads), on a free loopback port; yields its URL and the server."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            lifespan="on",
+            timeout_keep_alive=config.keep_alive_s,
+            http=protocol_factory(config),  # type: ignore[arg-type]
+        )
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await eventually(lambda: server.started, 20, "the gateway to start")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,8 @@ import uvicorn
 
 from canistry.up import Cluster
 from gateway.app import create_app
-from gateway.config import GatewayConfig
 from gateway.direct_reads import STATE_KEY, DirectReads
-from gateway.server import protocol_factory
-from tests.gateway.support import GatewayProcess
+from tests.gateway.support import GatewayProcess, cluster_gateway_config, in_process
 from tests.polling import eventually
 
 UNIT = "math-001"
@@ -50,34 +47,12 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serving(cluster: Cluster, data_dir: Path) -> AsyncIterator[Served]:
-    addr = {n: c.address for n, c in cluster.children.items()}
-    config = GatewayConfig(
-        registry_address=addr["registry"],
-        content_address=addr["content"],
-        hub_address=addr["hub"],
-        data_dir=data_dir,
-        tls=cluster.tls("gateway"),
-        cors_origins=(ORIGIN,),
-        keep_alive_s=1,
-        header_timeout_s=2,
+    config = cluster_gateway_config(
+        cluster, data_dir, cors_origins=(ORIGIN,), keep_alive_s=1, header_timeout_s=2
     )
     app = create_app(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            lifespan="on",
-            timeout_keep_alive=config.keep_alive_s,
-            http=protocol_factory(config),  # type: ignore[arg-type]
-        )
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await eventually(lambda: server.started, 20, "the gateway to start")
-        port = sock.getsockname()[1]
-        served = Served(f"http://127.0.0.1:{port}", port, server)
+    async with in_process(app, config) as (url, server):
+        served = Served(url, int(url.rsplit(":", 1)[1]), server)
         reads = getattr(app.state, STATE_KEY)
         assert isinstance(reads, DirectReads)
         answer = reads.answer
@@ -91,10 +66,6 @@ async def serving(cluster: Cluster, data_dir: Path) -> AsyncIterator[Served]:
         reads.answer = watched  # type: ignore[method-assign]
         served.reads = reads
         yield served
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 @pytest.fixture

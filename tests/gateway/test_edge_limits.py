@@ -86,6 +86,7 @@ async def test_an_oversized_head_on_a_kept_alive_connection_gets_431(url: str) -
     finally:
         writer.close()
 
+
 async def test_slow_clients_are_cut_off_while_others_are_served(
     gw_cluster: Cluster, tmp_path: Path
 ) -> None:

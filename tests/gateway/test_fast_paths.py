@@ -9,27 +9,22 @@ problem documents for each way a request can be wrong.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import ValidationError
 
 from canistry.client import Identity
 from canistry.up import Cluster
 from gateway.app import create_app
-from gateway.config import GatewayConfig
 from gateway.fast_routes import _MAX_ANSWERS, FastRoute, _plain_answers
 from gateway.models import SubmissionRequest
-from gateway.server import protocol_factory
-from tests.polling import eventually
+from tests.gateway.support import cluster_gateway_config, in_process
 
 UNIT = "math-001"
 PER_REQUEST = {"x-request-id", "date"}
@@ -37,31 +32,11 @@ PER_REQUEST = {"x-request-id", "date"}
 
 @contextlib.asynccontextmanager
 async def serving(cluster: Cluster, data_dir: Path, *, fast: bool) -> AsyncIterator[str]:
-    addr = {n: c.address for n, c in cluster.children.items()}
-    config = GatewayConfig(
-        registry_address=addr["registry"],
-        content_address=addr["content"],
-        hub_address=addr["hub"],
-        data_dir=data_dir,
-        tls=cluster.tls("gateway"),
-        register_rate=1000.0,
-        register_burst=1000,
-    )
+    config = cluster_gateway_config(cluster, data_dir, register_rate=1000.0, register_burst=1000)
     app = create_app(config, fast_paths=fast)
     assert isinstance(app.router.routes[0], FastRoute) == fast
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, lifespan="on", http=protocol_factory(config))  # type: ignore[arg-type]
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await eventually(lambda: server.started, 20, "the gateway to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with in_process(app, config) as (url, _):
+        yield url
 
 
 @pytest.fixture

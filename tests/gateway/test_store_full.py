@@ -3,22 +3,18 @@ itself once its sweeper expires old entries. In-process, over real HTTP, with a 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from canistry.client import Identity
 from canistry.up import Cluster
 from gateway.app import create_app
-from gateway.config import GatewayConfig
-from gateway.server import protocol_factory
+from tests.gateway.support import cluster_gateway_config, in_process
 from tests.polling import eventually
 
 DAY_MS = 86_400_000
@@ -37,31 +33,11 @@ async def in_process_gateway(
 ) -> AsyncIterator[tuple[str, list[int]]]:
     """A gateway served by uvicorn in this process, with a fast sweeper and a clock the
     test moves; yields its URL and the clock (ms)."""
-    addr = {n: c.address for n, c in cluster.children.items()}
-    config = GatewayConfig(
-        registry_address=addr["registry"],
-        content_address=addr["content"],
-        hub_address=addr["hub"],
-        data_dir=data_dir,
-        tls=cluster.tls("gateway"),
-        sweep_interval_s=0.1,
-        **overrides,
-    )
+    config = cluster_gateway_config(cluster, data_dir, sweep_interval_s=0.1, **overrides)
     now = [1_900_000_000_000]
     app = create_app(config, clock_ms=lambda: now[0])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, lifespan="on", http=protocol_factory(config))  # type: ignore[arg-type]
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await eventually(lambda: server.started, 20, "the gateway to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", now
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with in_process(app, config) as (url, _):
+        yield url, now
 
 
 def signer(
