@@ -39,6 +39,10 @@ async def test_stop_drains_a_call_under_way_before_it_cancels_the_spawn_it_waits
     await hub.start()
     try:
         await shards_up(hub, registry, 1)
+        # Else the capacity loop's follow-up round may start shard-0002 itself, and the
+        # call below finds it "spawn_in_progress".
+        assert hub.rounds is not None
+        await eventually(hub.rounds.idle, what="the capacity loop's follow-up round")
         await registry.registry.assign("a")
         await registry.registry.assign("b")  # shard-0001 reaches the soft limit (2)
         async with rpc.make_channel(hub.address) as ch:

@@ -63,6 +63,9 @@ async def test_ensure_capacity_spawns_at_the_soft_limit(
 ) -> None:
     async with HubService(hub_settings(tmp_path, registry.address), spawner=spawner) as hub:
         await shards_up(hub, registry, 1)
+        # Else the capacity loop's follow-up round may spawn shard-0002 before the call.
+        assert hub.rounds is not None
+        await eventually(hub.rounds.idle, what="the capacity loop's follow-up round")
         assert await assign(registry, "a") == ["shard-0001"]
         assert (await ensure(hub.address)).action == "enough"
         assert await assign(registry, "b") == ["shard-0001"]  # reaches the soft limit (2)
